@@ -1,0 +1,39 @@
+"""Exceptions raised by the knowledge store and embedders.
+
+::
+
+    KnowledgeError
+    ├── ConfigurationError        a setting is wrong; fixing it needs a human (exit 2)
+    │   └── EmbeddingModelMismatch  store was built with another model/dimension
+    ├── TransientError            may succeed on retry: database/API unreachable (exit 1)
+    │   └── EmbeddingUnavailable    embedding API kept failing after retries
+    └── EmbeddingError            the embedder rejected the input for good
+
+The ingestion job maps these types (never message text) to exit codes.
+"""
+
+from __future__ import annotations
+
+
+class KnowledgeError(Exception):
+    """Base class of everything this package raises on purpose."""
+
+
+class ConfigurationError(KnowledgeError):
+    """A setting is missing or invalid; retrying will not help."""
+
+
+class EmbeddingModelMismatch(ConfigurationError):
+    """The store already holds vectors from a different model or dimension."""
+
+
+class TransientError(KnowledgeError):
+    """A dependency (database, embedding API) is unreachable right now."""
+
+
+class EmbeddingUnavailable(TransientError):
+    """The embedding service kept failing (429/5xx/timeouts) after all retries."""
+
+
+class EmbeddingError(KnowledgeError):
+    """The embedding service rejected the request for good (4xx other than 429)."""
