@@ -1,0 +1,432 @@
+"""KnowledgeStore: the only code that writes or searches documents.
+
+Why it looks like this:
+
+* **One transaction per document** (invariant 1): ``replace_document`` upserts the
+  metadata row and swaps every chunk and tabular row inside a single transaction,
+  so a crash leaves either the old document or the new one, never half.
+* **Ownership** (invariant 3): every statement that writes is scoped by
+  ``pipeline_id``; document ids embed it, and a CHECK constraint enforces that.
+* **Vectors are reused by chunk hash** (invariant 4): ``existing_embeddings``
+  returns stored vectors for known chunk texts so callers embed only new ones.
+* **One embedding space** (invariant 5): ``register_embedding_model`` records the
+  model once; the vector column gets its dimension and HNSW index then.
+* **Hybrid search** (invariant 6): HNSW cosine search and Postgres full-text
+  search, each filtered by pipeline/metadata, fused by reciprocal rank, because
+  names, codes and rare words are where vectors alone fail.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import asyncpg
+
+from .errors import EmbeddingModelMismatch
+from .migrate import ADVISORY_LOCK_KEY
+from .models import (
+    DocumentInfo,
+    DocumentText,
+    DocumentWrite,
+    PipelineState,
+    SearchHit,
+    StoredVersion,
+    document_id,
+)
+
+# Reciprocal-rank-fusion constant from Cormack et al. (2009); 60 is the usual choice.
+RRF_K = 60
+# pgvector's HNSW index on `vector` supports at most 2,000 dimensions; wider models
+# are indexed as half-precision (`halfvec`, up to 4,000).
+MAX_VECTOR_INDEX_DIM = 2000
+
+
+class KnowledgeStore:
+    """Async access to documents, chunks, tabular rows and pipeline state."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._dimension: int | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
+    # ---------------------------------------------------------------- model
+
+    async def embedding_model(self) -> tuple[str, int] | None:
+        row = await self._pool.fetchrow("SELECT model_name, dimension FROM embedding_model")
+        return None if row is None else (row["model_name"], row["dimension"])
+
+    async def register_embedding_model(self, model_name: str, dimension: int) -> None:
+        """Record the model on first use; refuse a different one afterwards (invariant 5)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_KEY)
+            row = await conn.fetchrow("SELECT model_name, dimension FROM embedding_model")
+            if row is not None:
+                if (row["model_name"], row["dimension"]) != (model_name, dimension):
+                    raise EmbeddingModelMismatch(
+                        f"the knowledge store holds vectors from {row['model_name']!r} "
+                        f"(dimension {row['dimension']}); refusing to mix in {model_name!r} "
+                        f"(dimension {dimension}). Purge the store or configure the same model."
+                    )
+                self._dimension = dimension
+                return
+            await conn.execute(
+                "INSERT INTO embedding_model (model_name, dimension) VALUES ($1, $2)",
+                model_name,
+                dimension,
+            )
+            # Existing vectors (if any) were written without a model row: drop them rather than
+            # mixing spaces; documents keep their text and are re-embedded by the next sync.
+            await conn.execute("UPDATE documents SET embedding = NULL")
+            await conn.execute(
+                f"ALTER TABLE documents ALTER COLUMN embedding TYPE vector({dimension:d})"
+            )
+            if dimension <= MAX_VECTOR_INDEX_DIM:
+                await conn.execute(
+                    "CREATE INDEX IF NOT EXISTS documents_embedding_hnsw ON documents "
+                    "USING hnsw (embedding vector_cosine_ops)"
+                )
+            else:
+                await conn.execute(
+                    "CREATE INDEX IF NOT EXISTS documents_embedding_hnsw ON documents "
+                    f"USING hnsw ((embedding::halfvec({dimension:d})) halfvec_cosine_ops)"
+                )
+        self._dimension = dimension
+
+    async def _vector_expr(self) -> str:
+        if self._dimension is None:
+            model = await self.embedding_model()
+            self._dimension = model[1] if model else 0
+        if self._dimension > MAX_VECTOR_INDEX_DIM:
+            return f"(d.embedding::halfvec({self._dimension:d})) <=> ($1::vector)::halfvec"
+        return "d.embedding <=> $1::vector"
+
+    # ------------------------------------------------------------ pipeline
+
+    async def get_state(self, pipeline_id: str) -> PipelineState | None:
+        row = await self._pool.fetchrow(
+            "SELECT pipeline_id, pipeline_type, cursor, last_check_time, last_success_time "
+            "FROM rag_pipeline_state WHERE pipeline_id = $1",
+            pipeline_id,
+        )
+        if row is None:
+            return None
+        return PipelineState(
+            pipeline_id=row["pipeline_id"],
+            pipeline_type=row["pipeline_type"],
+            cursor=json.loads(row["cursor"]),
+            last_check_time=row["last_check_time"],
+            last_success_time=row["last_success_time"],
+        )
+
+    async def save_state(
+        self,
+        pipeline_id: str,
+        pipeline_type: str,
+        cursor: Mapping[str, Any],
+        stats: Mapping[str, Any] | None = None,
+        *,
+        success: bool = True,
+    ) -> None:
+        """Advance the cursor. Call only after every change it covers is committed (inv. 2)."""
+        await self._pool.execute(
+            """
+            INSERT INTO rag_pipeline_state
+                (pipeline_id, pipeline_type, cursor, last_check_time, last_success_time, last_stats)
+            VALUES ($1, $2, $3::jsonb, now(), CASE WHEN $5 THEN now() END, $4::jsonb)
+            ON CONFLICT (pipeline_id) DO UPDATE SET
+                pipeline_type = EXCLUDED.pipeline_type,
+                cursor = EXCLUDED.cursor,
+                last_check_time = EXCLUDED.last_check_time,
+                last_success_time = COALESCE(EXCLUDED.last_success_time,
+                                             rag_pipeline_state.last_success_time),
+                last_stats = EXCLUDED.last_stats,
+                updated_at = now()
+            """,
+            pipeline_id,
+            pipeline_type,
+            json.dumps(dict(cursor)),
+            None if stats is None else json.dumps(dict(stats)),
+            success,
+        )
+
+    async def purge_pipeline(self, pipeline_id: str) -> int:
+        """Delete every document (cascading to chunks and rows) and the state of one pipeline."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            deleted = await conn.fetchval(
+                "WITH d AS (DELETE FROM document_metadata WHERE pipeline_id = $1 RETURNING 1) "
+                "SELECT count(*) FROM d",
+                pipeline_id,
+            )
+            await conn.execute("DELETE FROM rag_pipeline_state WHERE pipeline_id = $1", pipeline_id)
+        return int(deleted)
+
+    # ------------------------------------------------------------- writing
+
+    async def stored_versions(self, pipeline_id: str) -> dict[str, StoredVersion]:
+        rows = await self._pool.fetch(
+            "SELECT source_id, version, content_hash FROM document_metadata WHERE pipeline_id = $1",
+            pipeline_id,
+        )
+        return {
+            r["source_id"]: StoredVersion(r["source_id"], r["version"], r["content_hash"])
+            for r in rows
+        }
+
+    async def existing_embeddings(self, hashes: Iterable[str]) -> dict[str, list[float]]:
+        """Stored vectors for chunk hashes already embedded (by any document) — invariant 4."""
+        wanted = sorted(set(hashes))
+        if not wanted:
+            return {}
+        rows = await self._pool.fetch(
+            "SELECT DISTINCT ON (content_hash) content_hash, embedding FROM documents "
+            "WHERE content_hash = ANY($1::text[]) AND embedding IS NOT NULL",
+            wanted,
+        )
+        return {r["content_hash"]: r["embedding"].tolist() for r in rows}
+
+    async def replace_document(self, doc: DocumentWrite) -> None:
+        """Insert or replace one document with its chunks and rows in one transaction."""
+        doc_id = doc.id
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """
+                INSERT INTO document_metadata (id, pipeline_id, source_id, title, url, path,
+                    mime_type, version, content_hash, schema, metadata)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11::jsonb)
+                ON CONFLICT (id) DO UPDATE SET
+                    title = EXCLUDED.title, url = EXCLUDED.url, path = EXCLUDED.path,
+                    mime_type = EXCLUDED.mime_type, version = EXCLUDED.version,
+                    content_hash = EXCLUDED.content_hash, schema = EXCLUDED.schema,
+                    metadata = EXCLUDED.metadata, updated_at = now()
+                """,
+                doc_id,
+                doc.pipeline_id,
+                doc.source_id,
+                doc.title,
+                doc.url,
+                doc.path,
+                doc.mime_type,
+                doc.version,
+                doc.content_hash,
+                None
+                if doc.schema is None
+                else json.dumps({k: list(v) for k, v in doc.schema.items()}),
+                json.dumps(dict(doc.metadata)),
+            )
+            await conn.execute("DELETE FROM documents WHERE document_id = $1", doc_id)
+            await conn.execute("DELETE FROM document_rows WHERE dataset_id = $1", doc_id)
+            if doc.chunks:
+                await conn.copy_records_to_table(
+                    "documents",
+                    columns=[
+                        "document_id",
+                        "pipeline_id",
+                        "chunk_index",
+                        "content",
+                        "content_hash",
+                        "metadata",
+                        "embedding",
+                    ],
+                    records=[
+                        (
+                            doc_id,
+                            doc.pipeline_id,
+                            i,
+                            c.content,
+                            c.content_hash,
+                            json.dumps(dict(c.metadata)),
+                            c.embedding,
+                        )
+                        for i, c in enumerate(doc.chunks)
+                    ],
+                )
+            if doc.rows:
+                await conn.copy_records_to_table(
+                    "document_rows",
+                    columns=["dataset_id", "sheet", "row_number", "row_data"],
+                    records=[
+                        (doc_id, r.sheet, r.row_number, json.dumps(dict(r.data), default=str))
+                        for r in doc.rows
+                    ],
+                )
+
+    async def update_version(self, pipeline_id: str, source_id: str, version: str) -> None:
+        """Content unchanged but the cheap token moved (e.g. touched file): remember it."""
+        await self._pool.execute(
+            "UPDATE document_metadata SET version = $3, updated_at = now() "
+            "WHERE pipeline_id = $1 AND source_id = $2",
+            pipeline_id,
+            source_id,
+            version,
+        )
+
+    async def delete_documents(self, pipeline_id: str, source_ids: Sequence[str]) -> int:
+        """Delete documents of this pipeline only (chunks and rows cascade)."""
+        if not source_ids:
+            return 0
+        count = await self._pool.fetchval(
+            "WITH d AS (DELETE FROM document_metadata WHERE pipeline_id = $1 "
+            "AND source_id = ANY($2::text[]) RETURNING 1) SELECT count(*) FROM d",
+            pipeline_id,
+            list(source_ids),
+        )
+        return int(count)
+
+    # ------------------------------------------------------------- reading
+
+    async def count_documents(self, pipeline_id: str | None = None) -> int:
+        count = await self._pool.fetchval(
+            "SELECT count(*) FROM document_metadata WHERE $1::text IS NULL OR pipeline_id = $1",
+            pipeline_id,
+        )
+        return int(count)
+
+    async def search(
+        self,
+        query: str,
+        query_embedding: Sequence[float],
+        *,
+        k: int = 5,
+        pipeline_id: str | None = None,
+        metadata_filter: Mapping[str, Any] | None = None,
+        candidates: int = 40,
+    ) -> list[SearchHit]:
+        """Hybrid search: HNSW cosine + full text, fused by reciprocal rank.
+
+        ``metadata_filter`` matches chunk metadata by containment (``@>``), e.g.
+        ``{"mime_type": "application/pdf"}``.
+        """
+        k = max(1, min(k, 100))
+        candidates = max(candidates, k)
+        vec = await self._vector_expr()
+        flt = json.dumps(dict(metadata_filter or {}))
+        sql = f"""
+            WITH q AS (
+                SELECT replace(websearch_to_tsquery('english', $2)::text, ' & ', ' | ') AS e,
+                       replace(websearch_to_tsquery('simple', $2)::text, ' & ', ' | ') AS s
+            ), tq AS (
+                SELECT CASE WHEN e = '' THEN NULL ELSE e::tsquery END AS e,
+                       CASE WHEN s = '' THEN NULL ELSE s::tsquery END AS s FROM q
+            ), vec AS (
+                SELECT d.id, row_number() OVER (ORDER BY {vec}) AS rank
+                FROM documents d
+                WHERE d.embedding IS NOT NULL
+                  AND ($3::text IS NULL OR d.pipeline_id = $3)
+                  AND d.metadata @> $4::jsonb
+                ORDER BY {vec}
+                LIMIT $5
+            ), txt AS (
+                SELECT d.id, row_number() OVER (
+                           ORDER BY ts_rank_cd(d.fts, coalesce(tq.e || tq.s, tq.e, tq.s)) DESC
+                       ) AS rank
+                FROM documents d, tq
+                WHERE (d.fts @@ tq.e OR d.fts @@ tq.s)
+                  AND ($3::text IS NULL OR d.pipeline_id = $3)
+                  AND d.metadata @> $4::jsonb
+                ORDER BY ts_rank_cd(d.fts, coalesce(tq.e || tq.s, tq.e, tq.s)) DESC
+                LIMIT $5
+            ), fused AS (
+                SELECT coalesce(vec.id, txt.id) AS id, vec.rank AS vrank, txt.rank AS trank,
+                       coalesce(1.0 / ({RRF_K} + vec.rank), 0)
+                       + coalesce(1.0 / ({RRF_K} + txt.rank), 0) AS score
+                FROM vec FULL OUTER JOIN txt ON vec.id = txt.id
+            )
+            SELECT d.id, d.document_id, d.pipeline_id, m.title, m.url, d.content, d.metadata,
+                   f.score, f.vrank, f.trank
+            FROM fused f
+            JOIN documents d ON d.id = f.id
+            JOIN document_metadata m ON m.id = d.document_id
+            ORDER BY f.score DESC, d.id
+            LIMIT $6
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            # pgvector >= 0.8: keep scanning the HNSW graph until filtered results fill LIMIT.
+            await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            await conn.execute(f"SET LOCAL hnsw.ef_search = {max(40, candidates):d}")
+            rows = await conn.fetch(
+                sql, list(query_embedding), query, pipeline_id, flt, candidates, k
+            )
+        return [
+            SearchHit(
+                chunk_id=r["id"],
+                document_id=r["document_id"],
+                pipeline_id=r["pipeline_id"],
+                title=r["title"],
+                url=r["url"],
+                content=r["content"],
+                score=float(r["score"]),
+                metadata=json.loads(r["metadata"]),
+                vector_rank=r["vrank"],
+                text_rank=r["trank"],
+            )
+            for r in rows
+        ]
+
+    _INFO_COLUMNS = """
+        m.id, m.pipeline_id, m.title, m.url, m.path, m.mime_type, m.schema, m.updated_at,
+        (SELECT count(*) FROM documents d WHERE d.document_id = m.id) AS chunk_count
+    """
+
+    @staticmethod
+    def _info(r: asyncpg.Record) -> DocumentInfo:
+        return DocumentInfo(
+            id=r["id"],
+            pipeline_id=r["pipeline_id"],
+            title=r["title"],
+            url=r["url"],
+            path=r["path"],
+            mime_type=r["mime_type"],
+            schema=None if r["schema"] is None else json.loads(r["schema"]),
+            chunk_count=int(r["chunk_count"]),
+            updated_at=r["updated_at"],
+        )
+
+    async def list_documents(
+        self, *, pipeline_id: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[DocumentInfo]:
+        rows = await self._pool.fetch(
+            f"SELECT {self._INFO_COLUMNS} FROM document_metadata m "
+            "WHERE $1::text IS NULL OR m.pipeline_id = $1 "
+            "ORDER BY m.updated_at DESC, m.id LIMIT $2 OFFSET $3",
+            pipeline_id,
+            max(1, min(limit, 1000)),
+            max(0, offset),
+        )
+        return [self._info(r) for r in rows]
+
+    async def read_document(self, doc_id: str, *, max_chars: int = 20_000) -> DocumentText | None:
+        """A whole document's text (chunks in order, overlaps included), bounded."""
+        async with self._pool.acquire() as conn:
+            info = await conn.fetchrow(
+                f"SELECT {self._INFO_COLUMNS} FROM document_metadata m WHERE m.id = $1", doc_id
+            )
+            if info is None:
+                return None
+            parts = await conn.fetch(
+                "SELECT content FROM documents WHERE document_id = $1 ORDER BY chunk_index", doc_id
+            )
+        text = "\n\n".join(p["content"] for p in parts)
+        return DocumentText(
+            info=self._info(info), content=text[:max_chars], truncated=len(text) > max_chars
+        )
+
+    async def document_rows(
+        self, doc_id: str, *, sheet: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(
+            "SELECT row_data FROM document_rows WHERE dataset_id = $1 "
+            "AND ($2::text IS NULL OR sheet = $2) ORDER BY sheet, row_number LIMIT $3 OFFSET $4",
+            doc_id,
+            sheet,
+            max(1, min(limit, 10_000)),
+            max(0, offset),
+        )
+        return [json.loads(r["row_data"]) for r in rows]
+
+
+__all__ = ["KnowledgeStore", "document_id"]
