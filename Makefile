@@ -1,0 +1,62 @@
+# ragkeeper — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV ?= uv
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: setup
+setup: ## Install the Python workspace (uv, from uv.lock) and the helm/kubectl/promtool/checkov tools
+	$(UV) sync --frozen --all-packages --all-groups
+	bash scripts/install-tools.sh
+
+.PHONY: run
+run: ## Local stack: embedded Postgres, ingest examples/docs, serve the agent on 127.0.0.1:8000
+	$(UV) run --frozen python scripts/local_stack.py
+
+.PHONY: ingest
+ingest: ## Local stack without the server: (re-)ingest examples/docs and print the stats
+	$(UV) run --frozen python scripts/local_stack.py --no-serve
+
+.PHONY: test
+test: ## Run the whole test suite (real Postgres, kopf, helm, chromium; no cluster needed)
+	$(UV) run --frozen pytest -m "not e2e" $(PYTEST_ARGS)
+
+.PHONY: e2e
+e2e: ## Run the operator scenarios against the cluster KUBECONFIG points at
+	@if [ -z "$$KUBECONFIG" ] && [ ! -f "$$HOME/.kube/config" ]; then \
+	  echo "make e2e: no KUBECONFIG and no ~/.kube/config — point KUBECONFIG at a kind/k3d cluster"; exit 2; fi
+	$(UV) run --frozen pytest -m e2e tests/e2e $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: ## ruff, ruff format --check, mypy --strict on the packages, import-linter, yamllint, hadolint, workflows
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy services/knowledge/src services/rag/src services/agent/src operator/src
+	$(UV) run --frozen lint-imports
+	$(UV) run --frozen bandit -q -c pyproject.toml -r services operator
+	@if [ -f scripts/lint-extra.sh ]; then bash scripts/lint-extra.sh; fi
+
+.PHONY: bench
+bench: ## Run the benchmarks in bench/ (prints ratios; never gates CI)
+	@for b in bench/*.py; do echo "== $$b"; $(UV) run --frozen --group bench python $$b || exit 1; done
+
+.PHONY: chart
+chart: ## helm lint --strict and template every ci/ values scenario
+	@if [ -f scripts/chart-check.sh ]; then bash scripts/chart-check.sh; else echo "no chart checks yet"; fi
+
+.PHONY: manifests
+manifests: ## Regenerate manifests/ from the chart (a test fails on drift)
+	@if [ -f scripts/render-manifests.sh ]; then bash scripts/render-manifests.sh; else echo "no chart yet"; fi
+
+.PHONY: images
+images: ## Build the agent, rag and operator images with docker buildx (needs a Docker engine)
+	@if [ -f scripts/build-images.sh ]; then bash scripts/build-images.sh; else echo "no Dockerfiles yet"; fi
+
+.PHONY: clean
+clean: ## Remove caches and the local stack's data directory
+	rm -rf .local .pytest_cache .mypy_cache .ruff_cache test-artifacts

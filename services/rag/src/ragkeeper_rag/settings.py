@@ -1,0 +1,140 @@
+"""The ingestion job's one settings object.
+
+Precedence (DESIGN.md): command-line flags > environment > config file
+(``RAG_CONFIG_FILE``, JSON or TOML with the same field names) > defaults. Flags
+are applied by the CLI on top of what this object reads.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+PipelineType = Literal["local", "google_drive"]
+RunMode = Literal["single", "continuous", "purge"]
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """Reads ``RAG_CONFIG_FILE`` (JSON or TOML); lowest priority after defaults."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: str | None) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = {}
+        if path:
+            p = Path(path)
+            text = p.read_text(encoding="utf-8")
+            self._data = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+class RagSettings(BaseSettings):
+    """Every knob of the ingestion job, read from env (names from DESIGN.md)."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    pipeline_type: PipelineType = Field(
+        "local", validation_alias=AliasChoices("RAG_PIPELINE_TYPE", "pipeline_type")
+    )
+    run_mode: RunMode = Field("single", validation_alias=AliasChoices("RUN_MODE", "run_mode"))
+    watch_directory: Path | None = Field(
+        None, validation_alias=AliasChoices("RAG_WATCH_DIRECTORY", "watch_directory")
+    )
+    folder_id: str | None = Field(
+        None, validation_alias=AliasChoices("RAG_WATCH_FOLDER_ID", "folder_id")
+    )
+    pipeline_id: str | None = Field(
+        None, validation_alias=AliasChoices("RAG_PIPELINE_ID", "pipeline_id")
+    )
+    interval: float = Field(
+        60.0, gt=0, validation_alias=AliasChoices("CHECK_INTERVAL", "interval")
+    )
+    database_url: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("DATABASE_URL", "database_url")
+    )
+
+    # chunking
+    chunk_size: int = Field(
+        1200, ge=100, le=20000, validation_alias=AliasChoices("RAG_CHUNK_SIZE", "chunk_size")
+    )
+    chunk_overlap: int = Field(
+        150, ge=0, validation_alias=AliasChoices("RAG_CHUNK_OVERLAP", "chunk_overlap")
+    )
+    max_file_bytes: int = Field(
+        100 * 1024 * 1024,
+        gt=0,
+        validation_alias=AliasChoices("RAG_MAX_FILE_BYTES", "max_file_bytes"),
+    )
+    termination_log: Path = Field(
+        Path("/dev/termination-log"),
+        validation_alias=AliasChoices("RAG_TERMINATION_LOG", "termination_log"),
+    )
+
+    # Google Drive (owned by the Drive source; see sources/google_drive.py)
+    google_drive_credentials_json: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "GOOGLE_DRIVE_CREDENTIALS_JSON", "google_drive_credentials_json"
+        ),
+    )
+    google_application_credentials: Path | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "GOOGLE_APPLICATION_CREDENTIALS", "google_application_credentials"
+        ),
+    )
+    google_oauth_token_file: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("GOOGLE_OAUTH_TOKEN_FILE", "google_oauth_token_file"),
+    )
+    google_drive_api_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices("GOOGLE_DRIVE_API_ENDPOINT", "google_drive_api_endpoint"),
+    )
+    drive_full_resync_hours: float = Field(
+        24.0,
+        gt=0,
+        validation_alias=AliasChoices("RAG_DRIVE_FULL_RESYNC_HOURS", "drive_full_resync_hours"),
+    )
+    drive_max_concurrency: int = Field(
+        4,
+        ge=1,
+        le=32,
+        validation_alias=AliasChoices("RAG_DRIVE_MAX_CONCURRENCY", "drive_max_concurrency"),
+    )
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> RagSettings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("RAG_CHUNK_OVERLAP must be smaller than RAG_CHUNK_SIZE")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        import os
+
+        return (
+            init_settings,
+            env_settings,
+            _ConfigFileSource(settings_cls, os.environ.get("RAG_CONFIG_FILE")),
+        )

@@ -1,0 +1,291 @@
+"""The sync engine: one pass from a source's changes to the knowledge store.
+
+    scan(cursor) -> compare versions -> fetch -> content hash -> extract -> chunk
+      -> embed only chunk hashes the store has never seen -> replace document
+         (one transaction each) -> delete what went away -> save cursor
+
+Why in this order:
+
+* **Upserts before deletions.** A renamed file is a new path plus a deleted
+  one; writing the new document first lets its chunks find their vectors by
+  hash (invariant 4) before the old document and its vectors are removed.
+* **Cursor last** (invariant 2). The cursor is saved only after every change
+  of the scan is committed; a crash or SIGTERM leaves the old cursor, and the
+  next run redoes at most the uncommitted documents — idempotently, since
+  each document is replaced whole in one transaction (invariant 1).
+* **Groups of files.** Fetch/extract run concurrently for a group, then all
+  new chunk texts of the group go to the embedder in one call, which keeps
+  batch sizes high for both local models and HTTP APIs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import asyncpg
+
+from ragkeeper_knowledge import ChunkWrite, DocumentWrite, KnowledgeStore, RowWrite, StoredVersion
+from ragkeeper_knowledge.embedding import Embedder
+
+from .chunking import chunk_document
+from .errors import FileSkipped, Interrupted, TransientError
+from .extraction import Extracted, extract
+from .sources.base import Source, SourceFile
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["success", "partial", "failed"]
+
+
+@dataclass
+class RunStats:
+    """The job's result; serialised as the last stdout line and the termination log."""
+
+    pipeline_id: str
+    pipeline_type: str
+    run_mode: str
+    status: Status = "success"
+    files_seen: int = 0
+    files_added: int = 0
+    files_updated: int = 0
+    files_deleted: int = 0
+    files_unchanged: int = 0
+    files_failed: int = 0
+    chunks_embedded: int = 0
+    chunks_reused: int = 0
+    documents_total: int | None = None
+    full_scan: bool | None = None
+    errors: list[dict[str, str]] = field(default_factory=list)
+    error: str | None = None
+    duration: float = 0.0
+
+    def add_error(self, file: str, error: str) -> None:
+        self.files_failed += 1
+        self.errors.append({"file": file, "error": error})
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if v is not None}
+        data["duration"] = round(self.duration, 3)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkingOptions:
+    size: int = 1200
+    overlap: int = 150
+
+
+@dataclass
+class _Prepared:
+    file: SourceFile
+    content_hash: str
+    extracted: Extracted
+    pieces: list[tuple[str, str, dict[str, Any]]]  # (text, sha256, metadata)
+
+
+def sha256(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+class SyncEngine:
+    """Runs one sync of one source into the store; holds no per-run state itself."""
+
+    def __init__(
+        self,
+        store: KnowledgeStore,
+        embedder: Embedder,
+        *,
+        chunking: ChunkingOptions | None = None,
+        fetch_concurrency: int = 4,
+        group_size: int = 32,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.chunking = chunking or ChunkingOptions()
+        self.fetch_concurrency = max(1, fetch_concurrency)
+        self.group_size = max(1, group_size)
+
+    async def ensure_model(self) -> None:
+        """Record the embedding model or fail fast on a mismatch (invariant 5)."""
+        probe = await self.embedder.embed_query("ragkeeper dimension probe")
+        await self.store.register_embedding_model(self.embedder.model_name, len(probe))
+
+    async def sync_once(
+        self, source: Source, pipeline_id: str, *, stop: asyncio.Event | None = None
+    ) -> RunStats:
+        stats = RunStats(pipeline_id, source.pipeline_type, "single")
+        started = time.monotonic()
+        try:
+            await self._sync(source, pipeline_id, stats, stop or asyncio.Event())
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            raise TransientError(f"database connection lost: {type(exc).__name__}: {exc}") from exc
+        finally:
+            stats.duration = time.monotonic() - started
+        if stats.files_failed:
+            stats.status = "partial"
+        return stats
+
+    async def _sync(
+        self, source: Source, pipeline_id: str, stats: RunStats, stop: asyncio.Event
+    ) -> None:
+        await self.ensure_model()
+        state = await self.store.get_state(pipeline_id)
+        scan = await source.scan(state.cursor if state else None)
+        stats.full_scan = scan.full
+        for path, reason in scan.skipped:
+            stats.add_error(path, reason)
+        stored = await self.store.stored_versions(pipeline_id)
+        stats.files_seen = len(scan.files)
+
+        todo: list[SourceFile] = []
+        for f in scan.files:
+            known = stored.get(f.source_id)
+            if known is not None and known.version == f.version:
+                stats.files_unchanged += 1
+            else:
+                todo.append(f)
+        logger.info(
+            "scan of %s: %d files, %d to check, full=%s", pipeline_id, len(scan.files), len(todo), scan.full
+        )
+
+        for start in range(0, len(todo), self.group_size):
+            if stop.is_set():
+                raise Interrupted("stop requested; the cursor was not advanced")
+            await self._process_group(source, pipeline_id, todo[start : start + self.group_size], stored, stats)
+            logger.info("progress %s: %d/%d files checked", pipeline_id, min(start + self.group_size, len(todo)), len(todo))
+
+        listed = {f.source_id for f in scan.files}
+        if scan.full:
+            gone = [sid for sid in stored if sid not in listed]
+        else:
+            gone = [sid for sid in scan.deleted if sid in stored and sid not in listed]
+        if stop.is_set():
+            raise Interrupted("stop requested; the cursor was not advanced")
+        stats.files_deleted = await self.store.delete_documents(pipeline_id, gone)
+        stats.documents_total = await self.store.count_documents(pipeline_id)
+        await self.store.save_state(
+            pipeline_id, source.pipeline_type, scan.next_cursor, stats.as_dict()
+        )
+
+    async def _process_group(
+        self,
+        source: Source,
+        pipeline_id: str,
+        files: Sequence[SourceFile],
+        stored: dict[str, StoredVersion],
+        stats: RunStats,
+    ) -> None:
+        sem = asyncio.Semaphore(self.fetch_concurrency)
+
+        async def prepare(f: SourceFile) -> _Prepared | None:
+            async with sem:
+                try:
+                    content = await source.fetch(f)
+                except FileSkipped as exc:
+                    stats.add_error(f.path, str(exc))
+                    return None
+                digest = sha256(content.data)
+                known = stored.get(f.source_id)
+                if known is not None and known.content_hash == digest:
+                    await self.store.update_version(pipeline_id, f.source_id, f.version)
+                    stats.files_unchanged += 1
+                    return None
+                try:
+                    extracted = await asyncio.to_thread(extract, content.data, content.extension)
+                    pieces = await asyncio.to_thread(
+                        chunk_document,
+                        extracted.text,
+                        size=self.chunking.size,
+                        overlap=self.chunking.overlap,
+                    )
+                except FileSkipped as exc:
+                    stats.add_error(f.path, str(exc))
+                    return None
+                title = extracted.title or f.title
+                chunks = [
+                    (
+                        p.text,
+                        sha256(p.text),
+                        {
+                            "title": title,
+                            "source": f.path,
+                            "url": f.url,
+                            "position": p.index,
+                            "heading": p.heading,
+                            "char_start": p.char_start,
+                            "mime_type": f.mime_type,
+                        },
+                    )
+                    for p in pieces
+                ]
+                return _Prepared(f, digest, extracted, chunks)
+
+        prepared = [p for p in await asyncio.gather(*(prepare(f) for f in files)) if p]
+        if not prepared:
+            return
+        hashes = {h for p in prepared for _, h, _ in p.pieces}
+        vectors = await self.store.existing_embeddings(hashes)
+        missing: dict[str, str] = {}
+        for p in prepared:
+            for text, h, _ in p.pieces:
+                if h not in vectors:
+                    missing.setdefault(h, text)
+        if missing:
+            new = await self.embedder.embed(list(missing.values()))
+            vectors.update(zip(missing.keys(), new, strict=True))
+        for p in prepared:
+            stats.chunks_embedded += sum(1 for _, h, _ in p.pieces if h in missing)
+            stats.chunks_reused += sum(1 for _, h, _ in p.pieces if h not in missing)
+            # A chunk text repeated inside the group is embedded once; count it once.
+            for h in [h for _, h, _ in p.pieces if h in missing]:
+                missing.pop(h, None)
+            await self.store.replace_document(self._document(pipeline_id, p, vectors))
+            if p.file.source_id in stored:
+                stats.files_updated += 1
+            else:
+                stats.files_added += 1
+
+    @staticmethod
+    def _document(
+        pipeline_id: str, p: _Prepared, vectors: dict[str, list[float]]
+    ) -> DocumentWrite:
+        f = p.file
+        rows: list[RowWrite] = []
+        schema: dict[str, list[str]] | None = None
+        if p.extracted.tables:
+            schema = {t.sheet: list(t.columns) for t in p.extracted.tables}
+            rows = [
+                RowWrite(t.sheet, i + 1, row)
+                for t in p.extracted.tables
+                for i, row in enumerate(t.rows)
+            ]
+        return DocumentWrite(
+            pipeline_id=pipeline_id,
+            source_id=f.source_id,
+            title=p.extracted.title or f.title,
+            version=f.version,
+            content_hash=p.content_hash,
+            url=f.url,
+            path=f.path,
+            mime_type=f.mime_type,
+            metadata={**f.metadata, "size": f.size},
+            chunks=[ChunkWrite(text, h, vectors[h], meta) for text, h, meta in p.pieces],
+            schema=schema,
+            rows=rows,
+        )
+
+
+async def purge(store: KnowledgeStore, pipeline_id: str, pipeline_type: str) -> RunStats:
+    """Delete this pipeline's documents and state (``RUN_MODE=purge``); needs no embedder."""
+    stats = RunStats(pipeline_id, pipeline_type, "purge")
+    started = time.monotonic()
+    stats.files_deleted = await store.purge_pipeline(pipeline_id)
+    stats.documents_total = 0
+    stats.duration = time.monotonic() - started
+    return stats
