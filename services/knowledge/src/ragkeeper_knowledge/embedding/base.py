@@ -37,3 +37,24 @@ class Embedder(Protocol):
     async def aclose(self) -> None:
         """Release HTTP clients or model sessions."""
         ...
+
+
+@runtime_checkable
+class DimensionProbing(Protocol):
+    """An embedder whose dimension may only be known after asking the model once."""
+
+    async def probe_dimension(self) -> int:
+        """Return the dimension, calling the model once if it is not known yet."""
+        ...
+
+
+async def ensure_dimension(embedder: Embedder) -> int:
+    """The embedder's dimension, probing the model first when it has to.
+
+    HTTP embedders without a configured dimension learn it from their first
+    response; call this before reading ``embedder.dimension`` when nothing has
+    been embedded yet (e.g. to check the store's recorded model at start-up).
+    """
+    if isinstance(embedder, DimensionProbing):
+        return await embedder.probe_dimension()
+    return embedder.dimension

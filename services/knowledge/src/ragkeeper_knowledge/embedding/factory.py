@@ -1,0 +1,194 @@
+"""One place that turns settings into an embedder.
+
+The agent, the ingestion job and the operator (which passes the same variables
+on to jobs) all read ``EMBEDDING_PROVIDER``, ``EMBEDDING_BASE_URL``,
+``EMBEDDING_API_KEY`` and ``EMBEDDING_MODEL_CHOICE``; they must agree, or the
+store would mix vector spaces. :class:`EmbeddingConfig` is that shared shape
+(each service's settings object embeds it), and :func:`create_embedder` is the
+only code that knows which class serves which provider and what each one's
+defaults are. A wrong combination fails here with a
+:class:`~ragkeeper_knowledge.errors.ConfigurationError` (exit 2) that names the
+variable to fix, not later with an HTTP 401 in the middle of a run.
+
+Optional tuning variables: ``EMBEDDING_DIMENSION``, ``EMBEDDING_BATCH_SIZE``,
+``EMBEDDING_MAX_CONCURRENCY``, ``EMBEDDING_TIMEOUT_SECONDS``,
+``EMBEDDING_MAX_RETRIES``. Empty values count as unset (Helm often renders ``""``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Literal, get_args
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from ragkeeper_knowledge.embedding.base import Embedder
+from ragkeeper_knowledge.embedding.hashing import HashingEmbedder
+from ragkeeper_knowledge.embedding.offline import DEFAULT_OFFLINE_MODEL, OfflineEmbedder
+from ragkeeper_knowledge.embedding.openai_compat import OpenAICompatibleEmbedder
+from ragkeeper_knowledge.errors import ConfigurationError
+
+__all__ = ["EmbeddingConfig", "EmbeddingProvider", "create_embedder"]
+
+logger = logging.getLogger(__name__)
+
+EmbeddingProvider = Literal["offline", "openai", "ollama", "vllm", "tei", "hashing"]
+HTTP_PROVIDERS: frozenset[str] = frozenset({"openai", "ollama", "vllm", "tei"})
+
+_DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "ollama": "http://localhost:11434/v1",
+}
+_DEFAULT_MODELS = {
+    "openai": "text-embedding-3-small",
+    "ollama": "nomic-embed-text",
+    "offline": DEFAULT_OFFLINE_MODEL,
+}
+_DEFAULT_HTTP_BATCH = 64
+_DEFAULT_OFFLINE_BATCH = 32
+_HASHING_DIMENSION = 384
+
+_ENV_FIELDS = {
+    "EMBEDDING_PROVIDER": "provider",
+    "EMBEDDING_BASE_URL": "base_url",
+    "EMBEDDING_API_KEY": "api_key",
+    "EMBEDDING_MODEL_CHOICE": "model",
+    "EMBEDDING_DIMENSION": "dimension",
+    "EMBEDDING_BATCH_SIZE": "batch_size",
+    "EMBEDDING_MAX_CONCURRENCY": "max_concurrency",
+    "EMBEDDING_TIMEOUT_SECONDS": "timeout_seconds",
+    "EMBEDDING_MAX_RETRIES": "max_retries",
+}
+
+
+class EmbeddingConfig(BaseModel):
+    """Which embedder to build; every service reads the same ``EMBEDDING_*`` variables."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider: EmbeddingProvider = "offline"
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    model: str | None = None
+    dimension: int | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, gt=0, le=4096)
+    max_concurrency: int = Field(default=4, gt=0, le=64)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=5, ge=0, le=20)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> EmbeddingConfig:
+        """Read the ``EMBEDDING_*`` variables (``os.environ`` by default).
+
+        Raises:
+            ConfigurationError: a variable has an invalid value (unknown provider,
+                a non-numeric dimension...); the message names the variable.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, str] = {}
+        for variable, field in _ENV_FIELDS.items():
+            raw = env.get(variable, "").strip()
+            if raw:
+                values[field] = raw.lower() if field == "provider" else raw
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            by_field = {field: variable for variable, field in _ENV_FIELDS.items()}
+            problems = "; ".join(
+                f"{by_field.get(str(err['loc'][0]), err['loc'][0])}: {err['msg']}"
+                for err in exc.errors()
+            )
+            if values.get("provider") not in get_args(EmbeddingProvider):
+                problems += f" (providers: {', '.join(get_args(EmbeddingProvider))})"
+            raise ConfigurationError(f"invalid embedding settings: {problems}") from exc
+
+    @property
+    def resolved_model(self) -> str | None:
+        """The model that will be used, after the provider's default."""
+        return self.model or _DEFAULT_MODELS.get(self.provider)
+
+    @property
+    def resolved_base_url(self) -> str | None:
+        """The API root that will be used, after the provider's default."""
+        return self.base_url or _DEFAULT_BASE_URLS.get(self.provider)
+
+
+def create_embedder(
+    config: EmbeddingConfig, *, transport: httpx.AsyncBaseTransport | None = None
+) -> Embedder:
+    """Build the embedder ``config`` describes.
+
+    Args:
+        config: the shared embedding settings.
+        transport: httpx transport for HTTP providers (tests serve a fake provider).
+
+    Raises:
+        ConfigurationError: the settings cannot work (missing key, URL or model,
+            a dimension the offline model does not have...).
+    """
+    if config.provider == "hashing":
+        return HashingEmbedder(config.dimension or _HASHING_DIMENSION)
+    if config.provider == "offline":
+        return _offline(config)
+    return _http(config, transport)
+
+
+def _offline(config: EmbeddingConfig) -> OfflineEmbedder:
+    if config.base_url or config.api_key:
+        logger.warning(
+            "EMBEDDING_BASE_URL/EMBEDDING_API_KEY are ignored by the offline embedder; "
+            "set EMBEDDING_PROVIDER to use an embedding API"
+        )
+    embedder = OfflineEmbedder(
+        config.resolved_model or DEFAULT_OFFLINE_MODEL,
+        batch_size=config.batch_size or _DEFAULT_OFFLINE_BATCH,
+    )
+    if config.dimension is not None and config.dimension != embedder.dimension:
+        raise ConfigurationError(
+            f"EMBEDDING_DIMENSION={config.dimension} but the offline model "
+            f"{embedder.model_name} produces {embedder.dimension}-dimensional vectors"
+        )
+    return embedder
+
+
+def _http(
+    config: EmbeddingConfig, transport: httpx.AsyncBaseTransport | None
+) -> OpenAICompatibleEmbedder:
+    provider = config.provider
+    base_url = config.resolved_base_url
+    if not base_url:
+        raise ConfigurationError(
+            f"EMBEDDING_PROVIDER={provider} needs EMBEDDING_BASE_URL "
+            "(the server's OpenAI-compatible root, e.g. http://host:8000/v1)"
+        )
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            f"EMBEDDING_BASE_URL must start with http:// or https://, got {base_url!r}"
+        )
+    model = config.resolved_model
+    if not model:
+        raise ConfigurationError(
+            f"EMBEDDING_PROVIDER={provider} needs EMBEDDING_MODEL_CHOICE "
+            "(the model name the server serves; it is recorded with the vectors)"
+        )
+    api_key = config.api_key.get_secret_value() if config.api_key else None
+    if provider == "openai" and not api_key:
+        raise ConfigurationError("EMBEDDING_PROVIDER=openai needs EMBEDDING_API_KEY")
+    return OpenAICompatibleEmbedder(
+        base_url=base_url,
+        model=model,
+        api_key=api_key,
+        provider=provider,
+        dimension=config.dimension,
+        # Only OpenAI's text-embedding-3 models shorten vectors on request;
+        # other servers reject or ignore the field.
+        send_dimensions=provider == "openai" and config.dimension is not None,
+        batch_size=config.batch_size or _DEFAULT_HTTP_BATCH,
+        max_concurrency=config.max_concurrency,
+        timeout_seconds=config.timeout_seconds,
+        max_retries=config.max_retries,
+        transport=transport,
+    )

@@ -1,0 +1,73 @@
+"""HashingEmbedder: the deterministic test double used across the suite."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ragkeeper_knowledge.embedding import Embedder, HashingEmbedder
+from ragkeeper_knowledge.errors import ConfigurationError
+
+
+def dot(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+async def test_same_text_same_vector_across_instances() -> None:
+    first = await HashingEmbedder().embed(["Kubernetes operators reconcile state"])
+    second = await HashingEmbedder().embed(["Kubernetes operators reconcile state"])
+    assert first == second
+
+
+def test_vectors_do_not_depend_on_the_hash_seed() -> None:
+    code = (
+        "import json; from ragkeeper_knowledge.embedding import HashingEmbedder; "
+        "print(json.dumps(HashingEmbedder(16).embed_sync('seed independent text')))"
+    )
+    outputs = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        result = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        outputs.append(json.loads(result.stdout))
+    assert outputs[0] == outputs[1] == HashingEmbedder(16).embed_sync("seed independent text")
+
+
+async def test_vectors_are_unit_length_with_the_configured_dimension() -> None:
+    embedder = HashingEmbedder(dimension=64)
+    assert isinstance(embedder, Embedder)
+    vectors = await embedder.embed(["alpha beta", "", "!!!", "gamma " * 100])
+    for vector in vectors:
+        assert len(vector) == 64
+        assert math.isclose(math.sqrt(dot(vector, vector)), 1.0, rel_tol=1e-9)
+
+
+async def test_shared_words_score_higher_than_unrelated_text() -> None:
+    embedder = HashingEmbedder()
+    query = await embedder.embed_query("postgres vector index")
+    related, unrelated = await embedder.embed(
+        ["the vector index lives in postgres", "bake the cake for forty minutes"]
+    )
+    assert dot(query, related) > dot(query, unrelated) + 0.3
+
+
+async def test_order_is_preserved() -> None:
+    embedder = HashingEmbedder()
+    texts = ["one", "two", "three"]
+    assert await embedder.embed(texts) == [await embedder.embed_query(t) for t in texts]
+
+
+def test_identity_is_stable() -> None:
+    assert HashingEmbedder().model_name == "hashing-v1"
+    assert HashingEmbedder().dimension == 384
+
+
+def test_tiny_dimension_is_refused() -> None:
+    with pytest.raises(ConfigurationError):
+        HashingEmbedder(dimension=4)
