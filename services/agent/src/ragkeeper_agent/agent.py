@@ -1,0 +1,259 @@
+"""The Pydantic AI agent: instructions, dependencies and the tools it may call.
+
+Tools read the knowledge store (search, list, read), query tabular rows through
+the restricted read-only SQL function, and search the web when SearXNG or Brave
+is configured. There is deliberately no code-execution tool. Mistakes the model
+can fix (a bad SQL query, an unknown document id) come back as ``ModelRetry`` so
+the model sees the error and tries again; every call is counted by tool and outcome.
+
+Build one agent per app with :func:`build_agent`; the model is chosen by
+``ragkeeper_agent.llm`` (an OpenAI-compatible provider, or the offline extractive model).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_ai import Agent, ModelRetry, RunContext
+from pydantic_ai.models import Model
+from pydantic_ai.tools import ToolDefinition
+
+from ragkeeper_knowledge import KnowledgeStore
+from ragkeeper_knowledge.embedding.base import Embedder
+
+from .errors import SQLToolError
+from .metrics import RETRIEVAL_DURATION, TOOL_CALLS
+from .tabular import ReadOnlySQL, render_rows
+from .websearch import WebSearch, WebSearchError
+
+logger = logging.getLogger(__name__)
+
+SEARCH_TOOL = "search_documents"
+
+INSTRUCTIONS = """\
+You answer questions using the organisation's documents, which you reach through tools.
+
+- Always call `search_documents` before answering a question about the documents; search again
+  with other words if the first results do not fit. Use `read_document` when a passage is not
+  enough, `list_documents` to see what exists, and `query_tabular_rows` (read-only SQL over
+  spreadsheet rows) for counts, sums and lookups in tabular files.
+- Cite every fact you take from a passage with its number in square brackets, e.g. [2], and end
+  with a "Sources:" list giving each cited number, title and URL.
+- If the documents do not contain the answer, say so plainly ("The documents do not say ...")
+  instead of guessing. Do not invent titles, URLs, numbers or quotes.
+- Answer in the language of the question, concisely.
+"""
+
+
+class Passage(BaseModel):
+    """One retrieved passage, numbered for citation."""
+
+    n: int
+    document_id: str
+    title: str
+    url: str | None
+    score: float
+    content: str
+
+
+class DocumentSummary(BaseModel):
+    document_id: str
+    title: str
+    url: str | None
+    mime_type: str | None
+    chunks: int
+    columns: dict[str, list[str]] | None = None
+
+
+@dataclass
+class Deps:
+    """What one agent run needs; built per request from the app's long-lived clients."""
+
+    store: KnowledgeStore
+    embedder: Embedder
+    sql: ReadOnlySQL
+    web: WebSearch | None = None
+    search_k: int = 5
+    read_max_chars: int = 20_000
+    sources: dict[str, Passage] = field(default_factory=dict)
+    """Passages returned so far in this run, by chunk key, for the final citation list."""
+
+
+@contextmanager
+def _counted(tool: str) -> Iterator[None]:
+    try:
+        yield
+    except ModelRetry:
+        TOOL_CALLS.labels(tool, "retry").inc()
+        raise
+    except Exception:
+        TOOL_CALLS.labels(tool, "error").inc()
+        raise
+    TOOL_CALLS.labels(tool, "ok").inc()
+
+
+async def retrieve(
+    deps: Deps,
+    query: str,
+    *,
+    k: int | None = None,
+    pipeline_id: str | None = None,
+    metadata_filter: dict[str, Any] | None = None,
+) -> list[Passage]:
+    """Embed the query with the ingestion embedder and run the hybrid search."""
+    started = time.perf_counter()
+    vector = await deps.embedder.embed_query(query)
+    hits = await deps.store.search(
+        query,
+        vector,
+        k=k or deps.search_k,
+        pipeline_id=pipeline_id,
+        metadata_filter=metadata_filter,
+    )
+    RETRIEVAL_DURATION.observe(time.perf_counter() - started)
+    passages: list[Passage] = []
+    for hit in hits:
+        key = f"{hit.document_id}#{hit.chunk_id}"
+        known = deps.sources.get(key)
+        n = known.n if known else len(deps.sources) + 1
+        passage = Passage(
+            n=n,
+            document_id=hit.document_id,
+            title=hit.title,
+            url=hit.url,
+            score=round(hit.score, 6),
+            content=hit.content,
+        )
+        deps.sources.setdefault(key, passage)
+        passages.append(passage)
+    return passages
+
+
+async def _only_with_web(ctx: RunContext[Deps], tool_def: ToolDefinition) -> ToolDefinition | None:
+    return tool_def if ctx.deps.web is not None else None
+
+
+def build_agent(model: Model) -> Agent[Deps, str]:
+    agent: Agent[Deps, str] = Agent(
+        model,
+        deps_type=Deps,
+        output_type=str,
+        instructions=INSTRUCTIONS,
+        retries=2,
+        name="ragkeeper",
+    )
+
+    @agent.tool(name=SEARCH_TOOL)
+    async def search_documents(
+        ctx: RunContext[Deps],
+        query: str,
+        k: int | None = None,
+        pipeline_id: str | None = None,
+        metadata_filter: dict[str, Any] | None = None,
+    ) -> list[Passage]:
+        """Search the documents for passages relevant to a query (semantic + keyword search).
+
+        Args:
+            query: What to look for, in natural language; include names and key terms.
+            k: How many passages to return (default 5, at most 20).
+            pipeline_id: Only search documents of this source, e.g. "default/handbook".
+            metadata_filter: Only passages whose metadata contains these key/value pairs,
+                e.g. {"mime_type": "application/pdf"}.
+
+        Returns:
+            Passages numbered for citation, each with its document title and URL.
+        """
+        with _counted(SEARCH_TOOL):
+            if not query.strip():
+                raise ModelRetry("query must not be empty")
+            size = None if k is None else max(1, min(k, 20))
+            return await retrieve(
+                ctx.deps, query, k=size, pipeline_id=pipeline_id, metadata_filter=metadata_filter
+            )
+
+    @agent.tool
+    async def list_documents(
+        ctx: RunContext[Deps], pipeline_id: str | None = None, limit: int = 50
+    ) -> list[DocumentSummary]:
+        """List available documents, newest first, with their ids and, for spreadsheets, columns.
+
+        Args:
+            pipeline_id: Only documents of this source.
+            limit: At most this many documents (1-200).
+        """
+        with _counted("list_documents"):
+            docs = await ctx.deps.store.list_documents(
+                pipeline_id=pipeline_id, limit=max(1, min(limit, 200))
+            )
+            return [
+                DocumentSummary(
+                    document_id=d.id,
+                    title=d.title,
+                    url=d.url,
+                    mime_type=d.mime_type,
+                    chunks=d.chunk_count,
+                    columns=d.schema,
+                )
+                for d in docs
+            ]
+
+    @agent.tool
+    async def read_document(ctx: RunContext[Deps], document_id: str) -> str:
+        """Read a whole document's text (long documents are cut off at a limit).
+
+        Args:
+            document_id: The `document_id` from `search_documents` or `list_documents`.
+        """
+        with _counted("read_document"):
+            doc = await ctx.deps.store.read_document(document_id, max_chars=ctx.deps.read_max_chars)
+            if doc is None:
+                raise ModelRetry(f"no document with id {document_id!r}; use list_documents")
+            note = "\n\n[... truncated]" if doc.truncated else ""
+            return f"# {doc.info.title}\nURL: {doc.info.url or '-'}\n\n{doc.content}{note}"
+
+    @agent.tool
+    async def query_tabular_rows(ctx: RunContext[Deps], sql: str) -> str:
+        """Run one read-only PostgreSQL SELECT over rows of spreadsheets and CSV files.
+
+        Tables you can read:
+          - tabular_datasets(dataset_id, pipeline_id, title, url, mime_type, schema jsonb,
+            updated_at): one row per tabular file; schema maps sheet name ('' for CSV) to columns.
+          - document_rows(dataset_id, sheet, row_number, row_data jsonb): one row per data row;
+            read a column with row_data->>'Column name' and cast as needed, e.g.
+            (row_data->>'Revenue')::numeric.
+        Writes, DDL and other tables are refused; results are capped.
+
+        Args:
+            sql: A single SELECT statement (no trailing semicolon needed).
+        """
+        with _counted("query_tabular_rows"):
+            try:
+                rows = await ctx.deps.sql.query(sql.strip().rstrip(";"))
+            except SQLToolError as exc:
+                raise ModelRetry(f"the query failed: {exc}") from exc
+            return render_rows(rows)
+
+    @agent.tool(prepare=_only_with_web)
+    async def web_search(ctx: RunContext[Deps], query: str) -> str:
+        """Search the public web when the documents do not cover a question.
+
+        Args:
+            query: Search terms.
+        """
+        with _counted("web_search"):
+            assert ctx.deps.web is not None
+            try:
+                results = await ctx.deps.web.search(query)
+            except WebSearchError as exc:
+                raise ModelRetry(str(exc)) from exc
+            if not results:
+                return "(no web results)"
+            return "\n\n".join(f"{r.title}\n{r.url}\n{r.snippet}" for r in results)
+
+    return agent

@@ -1,0 +1,109 @@
+"""``create_app(settings)``: the FastAPI application, its lifespan and error mapping.
+
+The lifespan opens everything the app needs once (pool, HTTP clients, embedder,
+agent — see ``services.py``) and closes it on shutdown. Our own exceptions carry
+their HTTP status (``errors.py``); this module is the one place that turns them
+into responses. Tests and the local-stack launcher call ``create_app`` with an
+explicit settings object and, optionally, an embedder or model of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.resources import as_file, files
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic_ai.models import Model
+
+from ragkeeper_knowledge.embedding.base import Embedder
+
+from .errors import AgentServiceError
+from .middleware import BodySizeLimitMiddleware, ObservabilityMiddleware
+from .routes import chat, conversations, openai_compat, ops, search
+from .services import open_services
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+__version__ = "0.1.0"
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AgentServiceError)
+    if exc.status_code >= 500:
+        logger.error("%s %s failed: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=exc.headers)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    embedder: Embedder | None = None,
+    model: Model | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """Build the app. ``embedder``/``model``/``transport`` override the configured ones."""
+    draining = asyncio.Event()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.auth_mode == "disabled":
+            logger.warning(
+                "AUTH_MODE=disabled: every request is trusted; use this only for a local stack"
+            )
+        services = await open_services(
+            settings, draining=draining, embedder=embedder, model=model, transport=transport
+        )
+        app.state.services = services
+        try:
+            yield
+        finally:
+            draining.set()
+            await services.aclose()
+            logger.info("agent stopped")
+
+    app = FastAPI(
+        title="ragkeeper agent",
+        version=__version__,
+        lifespan=lifespan,
+        description="Retrieval-augmented agent over the ragkeeper knowledge store.",
+    )
+    app.state.draining = draining
+    app.add_exception_handler(AgentServiceError, _service_error)
+
+    for router in (
+        ops.router,
+        chat.router,
+        openai_compat.router,
+        conversations.router,
+        search.router,
+    ):
+        app.include_router(router)
+    with as_file(files("ragkeeper_agent") / "static") as static_dir:
+        app.mount("/static", StaticFiles(directory=static_dir), name="static")
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=settings.cors_allow_credentials,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(ObservabilityMiddleware)
+    return app
+
+
+def request_shutdown(app: FastAPI) -> None:
+    """Start draining: readiness turns 503 and running turns get the grace period to finish."""
+    draining: asyncio.Event = app.state.draining
+    draining.set()

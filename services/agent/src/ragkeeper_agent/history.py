@@ -1,0 +1,179 @@
+"""Conversations and their messages in Postgres, owned by one user each.
+
+Every message is stored as Pydantic AI's own JSON (``ModelMessagesTypeAdapter``),
+one ``ModelMessage`` per row, so a conversation replays exactly — tool calls and
+their results included — on the next turn, whichever replica serves it. A
+readable ``role``/``content`` projection is stored next to it for the history
+routes. A turn is saved in one transaction at its end: a failed run leaves no
+half-turn behind. Every read takes the caller's user id and filters by it, so
+one user can never see another's conversation (not even its existence).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
+
+from .errors import NotFound
+
+TITLE_MAX_CHARS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    session_id: str
+    user_id: str
+    title: str | None
+    created_at: datetime
+    last_message_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: int
+    role: str
+    content: str
+    created_at: datetime
+    message: dict[str, Any]
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def make_title(query: str) -> str:
+    """A cheap title: the first line of the first question, cut on a word boundary.
+
+    No model call: titles must not cost a second request per conversation, and the
+    offline stack has no model to ask.
+    """
+    line = next((ln for ln in query.strip().splitlines() if ln.strip()), "New conversation")
+    line = re.sub(r"\s+", " ", line).strip()
+    if len(line) <= TITLE_MAX_CHARS:
+        return line
+    cut = line[:TITLE_MAX_CHARS].rsplit(" ", 1)[0] or line[:TITLE_MAX_CHARS]
+    return cut.rstrip(" ,.;:") + "…"
+
+
+def _projection(message: ModelMessage) -> tuple[str, str]:
+    if isinstance(message, ModelResponse):
+        return "assistant", "".join(p.content for p in message.parts if isinstance(p, TextPart))
+    assert isinstance(message, ModelRequest)
+    prompts = [p for p in message.parts if isinstance(p, UserPromptPart)]
+    if prompts:
+        texts = [p.content if isinstance(p.content, str) else "[attachment]" for p in prompts]
+        return "user", "\n".join(texts)
+    if any(isinstance(p, ToolReturnPart) for p in message.parts):
+        return "tool", ""
+    return "system", ""
+
+
+class ConversationStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def get(self, session_id: str, user_id: str) -> Conversation | None:
+        """The conversation if it exists *and* belongs to ``user_id``."""
+        row = await self._pool.fetchrow(
+            "SELECT session_id, user_id, title, created_at, last_message_at FROM conversations "
+            "WHERE session_id = $1 AND user_id = $2",
+            session_id,
+            user_id,
+        )
+        return None if row is None else Conversation(**dict(row))
+
+    async def exists(self, session_id: str) -> bool:
+        return bool(
+            await self._pool.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM conversations WHERE session_id = $1)", session_id
+            )
+        )
+
+    async def list_for_user(
+        self, user_id: str, *, limit: int = 50, offset: int = 0
+    ) -> list[Conversation]:
+        rows = await self._pool.fetch(
+            "SELECT session_id, user_id, title, created_at, last_message_at FROM conversations "
+            "WHERE user_id = $1 AND NOT archived "
+            "ORDER BY last_message_at DESC, session_id LIMIT $2 OFFSET $3",
+            user_id,
+            limit,
+            offset,
+        )
+        return [Conversation(**dict(r)) for r in rows]
+
+    async def history(self, session_id: str, user_id: str) -> list[ModelMessage]:
+        """Replayable message history of the caller's own conversation."""
+        rows = await self._pool.fetch(
+            "SELECT m.message FROM messages m JOIN conversations c USING (session_id) "
+            "WHERE m.session_id = $1 AND c.user_id = $2 ORDER BY m.id",
+            session_id,
+            user_id,
+        )
+        return ModelMessagesTypeAdapter.validate_python([json.loads(r["message"]) for r in rows])
+
+    async def messages(self, session_id: str, user_id: str) -> list[StoredMessage]:
+        if await self.get(session_id, user_id) is None:
+            raise NotFound("no such conversation")
+        rows = await self._pool.fetch(
+            "SELECT id, role, content, created_at, message FROM messages "
+            "WHERE session_id = $1 ORDER BY id",
+            session_id,
+        )
+        return [
+            StoredMessage(
+                id=r["id"],
+                role=r["role"],
+                content=r["content"],
+                created_at=r["created_at"],
+                message=json.loads(r["message"]),
+            )
+            for r in rows
+        ]
+
+    async def save_turn(
+        self,
+        session_id: str,
+        user_id: str,
+        new_messages: Sequence[ModelMessage],
+        *,
+        title: str | None,
+    ) -> None:
+        """Create the conversation if needed and append one turn, atomically."""
+        payload = json.loads(ModelMessagesTypeAdapter.dump_json(list(new_messages)))
+        records = [
+            (session_id, *_projection(message), json.dumps(data))
+            for message, data in zip(new_messages, payload, strict=True)
+        ]
+        async with self._pool.acquire() as conn, conn.transaction():
+            owner = await conn.fetchval(
+                "INSERT INTO conversations (session_id, user_id, title) VALUES ($1, $2, $3) "
+                "ON CONFLICT (session_id) DO UPDATE SET last_message_at = now() "
+                "RETURNING user_id",
+                session_id,
+                user_id,
+                title,
+            )
+            if owner != user_id:
+                raise NotFound("no such conversation")
+            await conn.executemany(
+                "INSERT INTO messages (session_id, role, content, message) "
+                "VALUES ($1, $2, $3, $4::jsonb)",
+                records,
+            )

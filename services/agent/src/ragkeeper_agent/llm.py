@@ -1,0 +1,50 @@
+"""Chooses the language model from ``LLM_PROVIDER``/``LLM_BASE_URL``/``LLM_API_KEY``/``LLM_CHOICE``.
+
+Every supported provider speaks the OpenAI Chat Completions API (OpenAI, OpenRouter,
+Ollama, vLLM, LiteLLM, ...), so one code path serves them all; the provider name
+only supplies a default base URL. With nothing configured the offline extractive
+model answers instead, so a fresh checkout runs without keys.
+"""
+
+from __future__ import annotations
+
+import httpx
+from pydantic_ai.models import Model
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers.openai import OpenAIProvider
+
+from ragkeeper_knowledge.errors import ConfigurationError
+
+from .extractive import extractive_model
+from .settings import Settings
+
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "openrouter": "https://openrouter.ai/api/v1",
+    "ollama": "http://127.0.0.1:11434/v1",
+    "vllm": "http://127.0.0.1:8000/v1",
+}
+DEFAULT_MODELS = {"openai": "gpt-4o-mini", "openrouter": "openai/gpt-4o-mini"}
+
+
+def build_model(settings: Settings, http: httpx.AsyncClient) -> Model:
+    """The configured OpenAI-compatible model, or the offline extractive one."""
+    if not settings.llm_configured:
+        return extractive_model()
+    provider = settings.llm_provider.lower() or "openai"
+    base_url = settings.llm_base_url or DEFAULT_BASE_URLS.get(provider)
+    if not base_url:
+        raise ConfigurationError(f"LLM_PROVIDER={provider!r} needs LLM_BASE_URL")
+    model_name = settings.llm_choice or DEFAULT_MODELS.get(provider)
+    if not model_name:
+        raise ConfigurationError(f"LLM_PROVIDER={provider!r} needs LLM_CHOICE (the model name)")
+    # Local servers (Ollama, vLLM) accept any key; the OpenAI SDK insists on a non-empty one.
+    api_key = settings.llm_api_key.get_secret_value() or "not-needed"
+    return OpenAIChatModel(
+        model_name,
+        provider=OpenAIProvider(base_url=base_url, api_key=api_key, http_client=http),
+    )
+
+
+def describe(model: Model) -> str:
+    return model.model_name

@@ -1,0 +1,69 @@
+"""Per-user sliding-window rate limit, shared by every replica through Postgres.
+
+Each admitted request is a row in ``requests``. Admission runs in one short
+transaction that first takes a transaction-scoped advisory lock on the user
+(two-key form: this module's class id + a hash of the user id), so concurrent
+requests of one user on different replicas are serialised and cannot both see
+"one slot left". Rows older than the window are pruned in the same transaction,
+which keeps the per-user index range tiny. The window is a true sliding window
+(count of rows in the last 60 s), and ``Retry-After`` is when the oldest of
+them leaves it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import asyncpg
+
+from .errors import RateLimited
+from .metrics import RATE_LIMITED
+
+WINDOW_SECONDS = 60
+# First key of pg_advisory_xact_lock(int4, int4); "rl" in ASCII, distinct from the migration lock.
+_LOCK_CLASS = 0x726C
+
+
+class RateLimiter:
+    def __init__(self, pool: asyncpg.Pool, per_minute: int) -> None:
+        self._pool = pool
+        self._limit = per_minute
+
+    @property
+    def enabled(self) -> bool:
+        return self._limit > 0
+
+    async def admit(self, user_id: str, route: str, request_id: str | None = None) -> None:
+        """Record the request, or raise :class:`RateLimited` if the window is full."""
+        if not self.enabled:
+            return
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_CLASS, user_id
+            )
+            await conn.execute(
+                "DELETE FROM requests WHERE user_id = $1 "
+                'AND "timestamp" < clock_timestamp() - make_interval(secs => $2)',
+                user_id,
+                WINDOW_SECONDS,
+            )
+            row = await conn.fetchrow(
+                "SELECT count(*) AS n, "
+                'extract(epoch FROM min("timestamp") + make_interval(secs => $2) '
+                "- clock_timestamp()) AS wait "
+                'FROM requests WHERE user_id = $1 AND "timestamp" >= '
+                "clock_timestamp() - make_interval(secs => $2)",
+                user_id,
+                WINDOW_SECONDS,
+            )
+            assert row is not None
+            if row["n"] >= self._limit:
+                RATE_LIMITED.labels(route).inc()
+                raise RateLimited(max(1, math.ceil(float(row["wait"] or 1))))
+            await conn.execute(
+                'INSERT INTO requests (user_id, route, request_id, "timestamp") '
+                "VALUES ($1, $2, $3, clock_timestamp())",
+                user_id,
+                route,
+                request_id,
+            )

@@ -1,0 +1,137 @@
+"""``POST /api/pydantic-agent``: the original module's streaming chat route, fixed.
+
+Wire format (newline-delimited JSON), compatible with the original frontend:
+each line ``{"text": <answer so far>, "delta": <new text>}`` as tokens arrive,
+then one final ``{"text": <answer>, "session_id": ..., "complete": true}``
+(plus ``conversation_title`` for a new conversation and ``sources``). The
+original lagged one token behind and buffered; here ``text`` is always exact and
+each line is flushed as it is produced. Failures before the first token are real
+HTTP statuses; after it, a final ``{"error": ..., "complete": true}`` line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import StreamingResponse
+from pydantic_ai.messages import BinaryContent, ModelMessage, UserContent
+
+from ..chat import TextDelta, TurnInterrupted, TurnResult, describe_failure, start_turn
+from ..deps import PrincipalDep, ServicesDep, acting_user, admit
+from ..errors import NotFound
+from ..history import make_title, new_session_id
+from ..metrics import CONVERSATIONS_CREATED
+from ..schemas import AgentRequest, FileAttachment
+from ..services import Services
+
+logger = logging.getLogger(__name__)
+router = APIRouter()
+
+NDJSON = "application/x-ndjson"
+_TEXT_TYPES = ("text/", "application/json", "application/xml", "application/csv")
+
+
+def _line(payload: dict[str, Any]) -> bytes:
+    return (json.dumps(payload, ensure_ascii=False) + "\n").encode()
+
+
+def build_prompt(query: str, files: Sequence[FileAttachment] | None) -> str | list[UserContent]:
+    """Text-like attachments are inlined into the prompt; others go to the model as binaries."""
+    if not files:
+        return query
+    text = query
+    binaries: list[UserContent] = []
+    for f in files:
+        data = f.data()
+        if f.mime_type.startswith(_TEXT_TYPES):
+            text += f"\n\n[Attached file: {f.file_name}]\n{data.decode('utf-8', 'replace')}"
+        else:
+            binaries.append(BinaryContent(data=data, media_type=f.mime_type))
+    return [text, *binaries] if binaries else text
+
+
+def sources_out(result: TurnResult) -> list[dict[str, Any]]:
+    return [
+        {"n": p.n, "document_id": p.document_id, "title": p.title, "url": p.url}
+        for p in result.sources
+    ]
+
+
+@router.post("/api/pydantic-agent")
+async def pydantic_agent(
+    body: AgentRequest, principal: PrincipalDep, services: ServicesDep, request: Request
+) -> StreamingResponse:
+    user_id = acting_user(principal, body.user_id)
+    if len(body.query) > services.settings.max_query_chars:
+        raise HTTPException(422, f"query exceeds {services.settings.max_query_chars} characters")
+    await admit(services, user_id, request)
+
+    session_id = body.session_id or new_session_id()
+    history: list[ModelMessage] = []
+    is_new = True
+    if body.session_id:
+        if await services.conversations.get(session_id, user_id) is not None:
+            history = await services.conversations.history(session_id, user_id)
+            is_new = False
+        elif await services.conversations.exists(session_id):
+            raise NotFound("no such conversation")
+    title = make_title(body.query) if is_new else None
+
+    stream = services.runner.stream(
+        build_prompt(body.query, body.files), history=history, deps=services.deps()
+    )
+    first, rest = await start_turn(stream)
+    return StreamingResponse(
+        _ndjson(services, first, rest, user_id=user_id, session_id=session_id, title=title),
+        media_type=NDJSON,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _ndjson(
+    services: Services,
+    first: TextDelta | TurnResult,
+    rest: AsyncGenerator[TextDelta | TurnResult],
+    *,
+    user_id: str,
+    session_id: str,
+    title: str | None,
+) -> AsyncIterator[bytes]:
+    text = ""
+    result: TurnResult | None = None
+    try:
+        item: TextDelta | TurnResult | None = first
+        while item is not None:
+            if isinstance(item, TextDelta):
+                text += item.text
+                yield _line({"text": text, "delta": item.text})
+            else:
+                result = item
+            item = await anext(rest, None)
+        assert result is not None
+        await services.conversations.save_turn(
+            session_id, user_id, result.new_messages, title=title
+        )
+        if title is not None:
+            CONVERSATIONS_CREATED.inc()
+        final: dict[str, Any] = {
+            "text": result.output,
+            "session_id": session_id,
+            "complete": True,
+            "sources": sources_out(result),
+        }
+        if title is not None:
+            final["conversation_title"] = title
+        yield _line(final)
+    except TurnInterrupted:
+        yield _line({"error": "the server is shutting down; please retry", "complete": True})
+    except Exception as exc:
+        logger.exception("chat stream failed after it started")
+        error = describe_failure(exc)
+        yield _line({"error": str(error), "complete": True, "session_id": session_id})
+    finally:
+        await rest.aclose()

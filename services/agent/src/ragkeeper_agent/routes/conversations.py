@@ -1,0 +1,53 @@
+"""The caller's own conversation history (never anyone else's, not even its existence)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from ..deps import PrincipalDep, ServicesDep, acting_user
+from ..schemas import SESSION_ID_PATTERN, ConversationOut, MessageOut
+
+router = APIRouter()
+
+
+@router.get("/api/conversations")
+async def list_conversations(
+    principal: PrincipalDep,
+    services: ServicesDep,
+    user_id: Annotated[str | None, Query(max_length=255)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[ConversationOut]:
+    owner = acting_user(principal, user_id)
+    rows = await services.conversations.list_for_user(owner, limit=limit, offset=offset)
+    return [
+        ConversationOut(
+            session_id=c.session_id,
+            title=c.title,
+            created_at=c.created_at,
+            last_message_at=c.last_message_at,
+        )
+        for c in rows
+    ]
+
+
+@router.get("/api/conversations/{session_id}/messages")
+async def conversation_messages(
+    principal: PrincipalDep,
+    services: ServicesDep,
+    session_id: Annotated[str, Path(pattern=SESSION_ID_PATTERN)],
+    user_id: Annotated[str | None, Query(max_length=255)] = None,
+    include_tools: bool = False,
+) -> list[MessageOut]:
+    """The conversation's messages; tool calls and results only with ``include_tools``."""
+    owner = acting_user(principal, user_id)
+    rows = await services.conversations.messages(session_id, owner)
+    return [
+        MessageOut(
+            id=m.id, role=m.role, content=m.content, created_at=m.created_at, message=m.message
+        )
+        for m in rows
+        if include_tools or m.role == "user" or (m.role == "assistant" and m.content)
+    ]

@@ -1,0 +1,175 @@
+"""``POST /v1/chat/completions`` and ``GET /v1/models``: the OpenAI Chat Completions API.
+
+Existing OpenAI clients and chat UIs can point their base URL at the agent. The
+conversation comes in the request (that API is stateless), so nothing is
+persisted here: earlier turns become replayed history, system/developer messages
+become system prompt parts, and the last user message is the prompt. Streaming
+uses server-sent events with ``chat.completion.chunk`` objects and ``[DONE]``;
+usage is in the non-streaming body and, when ``stream_options.include_usage``
+is set, in a last chunk with no choices (as OpenAI does).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    SystemPromptPart,
+    TextPart,
+    UserPromptPart,
+)
+from pydantic_ai.usage import RunUsage
+
+from ..chat import TextDelta, TurnInterrupted, TurnResult, describe_failure, start_turn
+from ..deps import PrincipalDep, ServicesDep, admit
+from ..schemas import ChatCompletionRequest, ChatMessage
+
+router = APIRouter()
+
+PUBLIC_MODEL_ID = "ragkeeper"
+
+
+def to_history(messages: list[ChatMessage]) -> tuple[list[ModelMessage], str]:
+    """OpenAI messages -> (Pydantic AI history, final user prompt)."""
+    history: list[ModelMessage] = []
+    for m in messages[:-1]:
+        text = m.text()
+        if m.role in ("system", "developer"):
+            history.append(ModelRequest(parts=[SystemPromptPart(text)]))
+        elif m.role == "user":
+            history.append(ModelRequest(parts=[UserPromptPart(text)]))
+        elif m.role == "assistant" and text:
+            history.append(ModelResponse(parts=[TextPart(text)]))
+        # Tool messages belong to the client's own tools, which this agent does not run.
+    return history, messages[-1].text()
+
+
+def usage_out(usage: RunUsage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+    }
+
+
+@router.get("/v1/models")
+async def list_models(principal: PrincipalDep) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [{"id": PUBLIC_MODEL_ID, "object": "model", "created": 0, "owned_by": "ragkeeper"}],
+    }
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionRequest, principal: PrincipalDep, services: ServicesDep, request: Request
+) -> JSONResponse | StreamingResponse:
+    user_id = principal.user_id if principal.authenticated else body.user or principal.user_id
+    history, prompt = to_history(body.messages)
+    if len(prompt) > services.settings.max_query_chars:
+        raise HTTPException(422, f"message exceeds {services.settings.max_query_chars} characters")
+    await admit(services, user_id, request)
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    model = body.model or PUBLIC_MODEL_ID
+    stream = services.runner.stream(prompt, history=history, deps=services.deps())
+    first, rest = await start_turn(stream)
+    if not body.stream:
+        return await _complete(first, rest, completion_id, created, model)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return StreamingResponse(
+        _sse(first, rest, completion_id, created, model, include_usage),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _drain(
+    first: TextDelta | TurnResult, rest: AsyncGenerator[TextDelta | TurnResult]
+) -> AsyncIterator[TextDelta | TurnResult]:
+    try:
+        yield first
+        async for item in rest:
+            yield item
+    finally:
+        await rest.aclose()
+
+
+async def _complete(
+    first: TextDelta | TurnResult,
+    rest: AsyncGenerator[TextDelta | TurnResult],
+    completion_id: str,
+    created: int,
+    model: str,
+) -> JSONResponse:
+    result: TurnResult | None = None
+    try:
+        async for item in _drain(first, rest):
+            if isinstance(item, TurnResult):
+                result = item
+    except Exception as exc:
+        raise describe_failure(exc) from exc
+    assert result is not None
+    return JSONResponse(
+        {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": result.output},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": usage_out(result.usage),
+        }
+    )
+
+
+def _event(payload: dict[str, Any] | str) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+    return f"data: {data}\n\n".encode()
+
+
+async def _sse(
+    first: TextDelta | TurnResult,
+    rest: AsyncGenerator[TextDelta | TurnResult],
+    completion_id: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
+    base = {"id": completion_id, "object": "chat.completion.chunk", "created": created}
+    base["model"] = model
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        return _event({**base, "choices": [choice]})
+
+    yield chunk({"role": "assistant", "content": ""})
+    try:
+        async for item in _drain(first, rest):
+            if isinstance(item, TextDelta):
+                yield chunk({"content": item.text})
+            else:
+                yield chunk({}, finish="stop")
+                if include_usage:
+                    yield _event({**base, "choices": [], "usage": usage_out(item.usage)})
+    except TurnInterrupted:
+        yield _event({"error": {"message": "the server is shutting down", "type": "unavailable"}})
+    except Exception as exc:
+        error = describe_failure(exc)
+        yield _event({"error": {"message": str(error), "type": type(error).__name__}})
+    yield _event("[DONE]")

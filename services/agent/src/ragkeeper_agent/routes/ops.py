@@ -1,0 +1,67 @@
+"""Liveness, readiness, metrics and the page at ``/``.
+
+``/healthz`` only says the process serves requests (no dependencies: a database
+outage must not make Kubernetes restart every replica). ``/readyz`` says whether
+this replica should get traffic: database reachable and schema at the head
+migration. ``/metrics`` exposes the service's own registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from importlib.resources import files
+from typing import cast
+
+import asyncpg
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ragkeeper_knowledge.errors import KnowledgeError
+from ragkeeper_knowledge.migrate import current_revision, head_revision
+
+from ..deps import ServicesDep
+from ..metrics import REGISTRY
+
+logger = logging.getLogger(__name__)
+router = APIRouter()
+
+STATIC = files("ragkeeper_agent") / "static"
+
+
+@router.get("/healthz", include_in_schema=False)
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", include_in_schema=False)
+async def readyz(services: ServicesDep) -> JSONResponse:
+    if services.draining.is_set():
+        return JSONResponse({"status": "draining"}, status_code=503)
+    try:
+        async with asyncio.timeout(3):
+            async with services.pool.acquire() as conn:
+                revision = await current_revision(cast(asyncpg.Connection, conn))
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        logger.warning("not ready: database unreachable (%s)", type(exc).__name__)
+        return JSONResponse({"status": "database unreachable"}, status_code=503)
+    try:
+        head = head_revision()
+    except KnowledgeError:
+        return JSONResponse({"status": "migrations unreadable"}, status_code=503)
+    if revision != head:
+        return JSONResponse(
+            {"status": "migrations pending", "revision": revision, "head": head}, status_code=503
+        )
+    return JSONResponse({"status": "ready", "revision": revision})
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/", include_in_schema=False)
+async def index() -> HTMLResponse:
+    return HTMLResponse(STATIC.joinpath("index.html").read_text(encoding="utf-8"))

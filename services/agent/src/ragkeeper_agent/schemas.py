@@ -1,0 +1,127 @@
+"""Request and response bodies of the HTTP API (validation errors become clear 422s).
+
+The NDJSON chat body keeps the original deployment module's field names
+(``query, user_id, request_id, session_id, files``); the OpenAI-compatible
+bodies follow the Chat Completions API closely enough for its clients and chat
+UIs, and ignore parameters they do not use.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_FILES = 5
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_~.:-]{1,128}$"
+
+
+class FileAttachment(BaseModel):
+    """A file sent along with a question (base64), as in the original module."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    file_name: str = Field(alias="fileName", min_length=1, max_length=255)
+    content: str = Field(description="base64-encoded bytes")
+    mime_type: str = Field(alias="mimeType", default="application/octet-stream", max_length=127)
+
+    @field_validator("content")
+    @classmethod
+    def _base64(cls, value: str) -> str:
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("content must be base64") from exc
+        return value
+
+    def data(self) -> bytes:
+        return base64.b64decode(self.content)
+
+
+class AgentRequest(BaseModel):
+    query: str = Field(min_length=1)
+    user_id: str | None = Field(default=None, min_length=1, max_length=255)
+    request_id: str | None = Field(default=None, max_length=128)
+    session_id: str | None = Field(default=None, pattern=SESSION_ID_PATTERN)
+    files: list[FileAttachment] | None = Field(default=None, max_length=MAX_FILES)
+
+    @field_validator("session_id", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(min_length=1, max_length=8000)
+    k: int = Field(default=5, ge=1, le=50)
+    pipeline_id: str | None = None
+    metadata_filter: dict[str, Any] | None = None
+
+
+class PassageOut(BaseModel):
+    document_id: str
+    title: str
+    url: str | None
+    score: float
+    content: str
+
+
+class ConversationOut(BaseModel):
+    session_id: str
+    title: str | None
+    created_at: datetime
+    last_message_at: datetime
+
+
+class MessageOut(BaseModel):
+    id: int
+    role: str
+    content: str
+    created_at: datetime
+    message: dict[str, Any]
+
+
+# ------------------------------------------------------------------ OpenAI-compatible
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text or "" for p in self.content if p.type == "text")
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1, max_length=200)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+
+    @field_validator("messages")
+    @classmethod
+    def _ends_with_user(cls, value: list[ChatMessage]) -> list[ChatMessage]:
+        if value[-1].role != "user" or not value[-1].text().strip():
+            raise ValueError("the last message must be a non-empty user message")
+        return value

@@ -1,0 +1,156 @@
+"""The long-lived clients one app instance owns, opened and closed by its lifespan.
+
+``Services`` is built once per app (never a module global), so tests can run
+several apps side by side and the lead's local stack can hand in its own
+embedder. Routes receive it through the ``ServicesDep`` alias in ``deps.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+
+import asyncpg
+import httpx
+from pydantic_ai.models import Model
+
+from ragkeeper_knowledge import KnowledgeStore, create_pool
+from ragkeeper_knowledge.embedding.base import Embedder
+from ragkeeper_knowledge.errors import EmbeddingModelMismatch
+
+from .agent import Deps, build_agent
+from .auth import Authenticator
+from .chat import ChatRunner
+from .history import ConversationStore
+from .llm import build_model
+from .ratelimit import RateLimiter
+from .settings import Settings
+from .tabular import ReadOnlySQL
+from .websearch import WebSearch
+
+logger = logging.getLogger(__name__)
+
+
+def embedder_from_env() -> Embedder:
+    """The same embedder as the ingestion job, from the shared ``EMBEDDING_*`` variables."""
+    from ragkeeper_knowledge.embedding import EmbeddingConfig, create_embedder
+
+    return create_embedder(EmbeddingConfig.from_env(os.environ))
+
+
+@dataclass
+class Services:
+    settings: Settings
+    pool: asyncpg.Pool
+    http: httpx.AsyncClient
+    llm_http: httpx.AsyncClient
+    embedder: Embedder
+    store: KnowledgeStore
+    conversations: ConversationStore
+    limiter: RateLimiter
+    sql: ReadOnlySQL
+    web: WebSearch | None
+    auth: Authenticator
+    runner: ChatRunner
+    draining: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def deps(self) -> Deps:
+        """Fresh per-run dependencies (the citation list is per run)."""
+        return Deps(
+            store=self.store,
+            embedder=self.embedder,
+            sql=self.sql,
+            web=self.web,
+            search_k=self.settings.search_k,
+            read_max_chars=self.settings.read_document_max_chars,
+        )
+
+    async def check_embedding_model(self) -> None:
+        """Refuse to search a store built with another model (invariant 5)."""
+        recorded = await self.store.embedding_model()
+        ours = (self.embedder.model_name, self.embedder.dimension)
+        if recorded is not None and recorded != ours:
+            raise EmbeddingModelMismatch(
+                f"the knowledge store holds vectors from {recorded[0]!r} (dimension "
+                f"{recorded[1]}), but the agent is configured with {ours[0]!r} (dimension "
+                f"{ours[1]}); set the same EMBEDDING_* values as the ingestion job"
+            )
+
+    async def aclose(self) -> None:
+        await self.embedder.aclose()
+        await self.http.aclose()
+        await self.llm_http.aclose()
+        await self.pool.close()
+
+
+async def open_services(
+    settings: Settings,
+    *,
+    draining: asyncio.Event,
+    embedder: Embedder | None = None,
+    model: Model | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Services:
+    """Open the pool (migrating first) and the HTTP clients; build the agent."""
+    pool = await create_pool(
+        settings.database_url,
+        min_size=settings.db_pool_min_size,
+        max_size=settings.db_pool_max_size,
+    )
+    http = httpx.AsyncClient(transport=transport, timeout=15.0, follow_redirects=False)
+    llm_http = httpx.AsyncClient(transport=transport, timeout=settings.llm_timeout_seconds)
+    try:
+        embedder = embedder or embedder_from_env()
+        model = model or build_model(settings, llm_http)
+        web = (
+            WebSearch(
+                http,
+                searxng_url=settings.searxng_url,
+                brave_api_key=settings.brave_api_key.get_secret_value(),
+                brave_api_url=settings.brave_api_url,
+                timeout=settings.web_search_timeout_seconds,
+            )
+            if settings.web_search_configured
+            else None
+        )
+        services = Services(
+            settings=settings,
+            pool=pool,
+            http=http,
+            llm_http=llm_http,
+            embedder=embedder,
+            store=KnowledgeStore(pool),
+            conversations=ConversationStore(pool),
+            limiter=RateLimiter(pool, settings.rate_limit_per_minute),
+            sql=ReadOnlySQL(
+                pool,
+                timeout_ms=settings.sql_statement_timeout_ms,
+                max_rows=settings.sql_max_rows,
+            ),
+            web=web,
+            auth=Authenticator(settings, http),
+            runner=ChatRunner(
+                build_agent(model),
+                model_name=model.model_name,
+                max_requests=settings.agent_max_requests,
+                draining=draining,
+                grace_seconds=settings.shutdown_grace_seconds,
+            ),
+            draining=draining,
+        )
+        await services.check_embedding_model()
+    except BaseException:
+        await http.aclose()
+        await llm_http.aclose()
+        await pool.close()
+        raise
+    logger.info(
+        "agent ready: model=%s embedder=%s auth=%s web_search=%s",
+        model.model_name,
+        embedder.model_name,
+        settings.auth_mode,
+        web.backend if web else "off",
+    )
+    return services

@@ -1,0 +1,139 @@
+"""The agent's one settings object, read from the environment.
+
+Everything the service can be told lives here (FastAPI full-stack template's
+``core/config.py`` habit), so nothing else calls ``os.getenv``. The validators
+refuse configurations that would be unsafe in a cluster: placeholder secrets,
+authentication switched off implicitly, and a CORS wildcard with credentials.
+``AUTH_MODE=disabled`` stays possible, but only when set explicitly (the local stack).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Secrets that appear in tutorials and templates; refusing them catches copy-paste deployments.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "changeme",
+        "change-me",
+        "changethis",
+        "secret",
+        "your-secret",
+        "your-jwt-secret",
+        "your-super-secret-jwt-token-with-at-least-32-characters-long",
+        "super-secret-jwt-token-with-at-least-32-characters-long",
+        "replace-me",
+        "xxx",
+    }
+)
+MIN_HS256_SECRET_BYTES = 32
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Agent API configuration (environment variables, case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    # --- serving
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    """Streams still running this long after SIGTERM end with a final error line."""
+
+    # --- database and retrieval
+    database_url: str = Field(min_length=1)
+    db_pool_min_size: int = Field(default=1, ge=0)
+    db_pool_max_size: int = Field(default=10, ge=1)
+    search_k: int = Field(default=5, ge=1, le=50)
+
+    # --- language model
+    llm_provider: str = ""
+    """openai, openrouter, ollama, vllm or any OpenAI-compatible name; empty = offline."""
+    llm_base_url: str = ""
+    llm_api_key: SecretStr = SecretStr("")
+    llm_choice: str = ""
+    llm_timeout_seconds: float = Field(default=120.0, gt=0)
+    agent_max_requests: int = Field(default=8, ge=1)
+    """Model requests per turn (tool loops included) before the run is stopped."""
+
+    # --- tools
+    sql_statement_timeout_ms: int = Field(default=3000, ge=100)
+    sql_max_rows: int = Field(default=200, ge=1, le=1000)
+    read_document_max_chars: int = Field(default=20_000, ge=1000)
+    searxng_url: str = ""
+    brave_api_key: SecretStr = SecretStr("")
+    brave_api_url: str = "https://api.search.brave.com/res/v1/web/search"
+    web_search_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # --- auth
+    auth_mode: Literal["jwt", "disabled"] = "jwt"
+    auth_jwt_secret: SecretStr = SecretStr("")
+    auth_jwks_url: str = ""
+    auth_jwks_cache_seconds: float = Field(default=300.0, ge=0)
+    auth_audience: str = "authenticated"
+    auth_issuer: str = ""
+    auth_leeway_seconds: float = Field(default=30.0, ge=0)
+    local_user_id: str = "local"
+    """User id assumed when AUTH_MODE=disabled and the body names none."""
+
+    # --- abuse limits
+    rate_limit_per_minute: int = Field(default=30, ge=0)
+    """Requests per user per sliding minute on chat and search routes; 0 disables."""
+    max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    max_query_chars: int = Field(default=8000, ge=1)
+
+    # --- browser access
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_allow_credentials: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _csv_lists(cls, data: object) -> object:
+        if isinstance(data, dict) and "cors_origins" in data:
+            data = {**data, "cors_origins": _split_csv(data["cors_origins"])}
+        return data
+
+    @model_validator(mode="after")
+    def _safe(self) -> Self:
+        if self.auth_mode == "jwt":
+            secret = self.auth_jwt_secret.get_secret_value()
+            if not secret and not self.auth_jwks_url:
+                raise ValueError(
+                    "AUTH_MODE=jwt needs AUTH_JWT_SECRET (HS256) or AUTH_JWKS_URL; "
+                    "set AUTH_MODE=disabled explicitly for a local stack"
+                )
+            if secret and (
+                secret.lower() in PLACEHOLDER_SECRETS
+                or len(secret.encode()) < MIN_HS256_SECRET_BYTES
+            ):
+                raise ValueError(
+                    "AUTH_JWT_SECRET is a placeholder or shorter than 32 bytes; "
+                    "generate one with `openssl rand -base64 48`"
+                )
+        key = self.llm_api_key.get_secret_value()
+        if key and key.lower() in PLACEHOLDER_SECRETS | {"your-api-key", "sk-..."}:
+            raise ValueError("LLM_API_KEY is a placeholder")
+        if "*" in self.cors_origins and self.cors_allow_credentials:
+            raise ValueError("CORS_ORIGINS='*' cannot be combined with CORS_ALLOW_CREDENTIALS=true")
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise ValueError("DB_POOL_MIN_SIZE exceeds DB_POOL_MAX_SIZE")
+        return self
+
+    @property
+    def llm_configured(self) -> bool:
+        return bool(self.llm_provider or self.llm_base_url or self.llm_choice)
+
+    @property
+    def web_search_configured(self) -> bool:
+        return bool(self.searxng_url or self.brave_api_key.get_secret_value())

@@ -1,0 +1,110 @@
+-- 0002: the agent's tables (names from the original deployment module, columns improved)
+-- and the restricted reader behind the agent's read-only SQL tool.
+
+-- One row per chat session. session_id is opaque; ownership is checked on every read.
+CREATE TABLE conversations (
+    session_id       text PRIMARY KEY,
+    user_id          text        NOT NULL,
+    title            text,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    last_message_at  timestamptz NOT NULL DEFAULT now(),
+    archived         boolean     NOT NULL DEFAULT false,
+    metadata         jsonb       NOT NULL DEFAULT '{}'::jsonb
+);
+CREATE INDEX conversations_user_recent ON conversations (user_id, last_message_at DESC);
+
+-- One Pydantic AI ModelMessage per row (ModelMessagesTypeAdapter JSON), so a conversation's
+-- history replays exactly, tool calls included. role/content are a readable projection.
+CREATE TABLE messages (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    session_id  text        NOT NULL REFERENCES conversations (session_id) ON DELETE CASCADE,
+    role        text        NOT NULL CHECK (role IN ('user', 'assistant', 'tool', 'system')),
+    content     text        NOT NULL DEFAULT '',
+    message     jsonb       NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX messages_session ON messages (session_id, id);
+
+-- Per-request log: the sliding-window rate limiter counts a user's rows in the last window,
+-- so every replica sees the same count.
+CREATE TABLE requests (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id     text        NOT NULL,
+    "timestamp" timestamptz NOT NULL DEFAULT clock_timestamp(),
+    route       text        NOT NULL DEFAULT '',
+    request_id  text
+);
+CREATE INDEX requests_user_time ON requests (user_id, "timestamp");
+
+-- Tabular datasets the SQL tool may describe: no paths, versions or hashes.
+CREATE VIEW tabular_datasets AS
+    SELECT id AS dataset_id, pipeline_id, title, url, mime_type, schema, updated_at
+    FROM document_metadata
+    WHERE schema IS NOT NULL;
+
+-- The SQL tool's reader: a NOLOGIN role that may read document_rows and tabular_datasets and
+-- nothing else. Roles are cluster-wide, so create it once (several databases may share a cluster).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ragkeeper_sql_reader') THEN
+        BEGIN
+            CREATE ROLE ragkeeper_sql_reader NOLOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;  -- another database's migration created it concurrently
+        END;
+    END IF;
+    -- A non-superuser migrator (CREATEROLE) must be able to SET ROLE to hand the function over.
+    IF NOT pg_has_role(current_user, 'ragkeeper_sql_reader', 'SET') THEN
+        EXECUTE format('GRANT ragkeeper_sql_reader TO %I', current_user);
+    END IF;
+END
+$$;
+
+CREATE SCHEMA ragkeeper_sql;
+REVOKE ALL ON SCHEMA ragkeeper_sql FROM PUBLIC;
+GRANT USAGE ON SCHEMA ragkeeper_sql TO ragkeeper_sql_reader;
+GRANT USAGE ON SCHEMA public TO ragkeeper_sql_reader;
+GRANT SELECT ON document_rows, tabular_datasets TO ragkeeper_sql_reader;
+
+-- Runs one SELECT as ragkeeper_sql_reader. SECURITY DEFINER makes the reader the current user
+-- for the whole query, and Postgres refuses SET ROLE / set_config('role', ...) and
+-- session_authorization inside security-definer functions, so the query cannot switch back.
+-- The query is wrapped as a subquery: one statement, no data-modifying CTE (those must be at top
+-- level), no COPY/DDL. The caller's transaction must be read-only (checked), and a cursor-based
+-- EXECUTE refuses multi-statement strings.
+CREATE FUNCTION ragkeeper_sql.run_readonly_query(query text, max_rows integer)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = public, pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    result jsonb;
+BEGIN
+    IF current_setting('transaction_read_only') <> 'on' THEN
+        RAISE EXCEPTION 'run_readonly_query must be called in a read-only transaction'
+            USING ERRCODE = 'read_only_sql_transaction';
+    END IF;
+    FOR result IN EXECUTE format(
+        'SELECT coalesce(jsonb_agg(to_jsonb(q)), ''[]''::jsonb) FROM (SELECT * FROM (%s) AS sub LIMIT %s) AS q',
+        query, greatest(1, least(max_rows, 1000)))
+    LOOP
+        RETURN result;
+    END LOOP;
+    RETURN '[]'::jsonb;
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION ragkeeper_sql.run_readonly_query(text, integer) FROM PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA ragkeeper_sql TO %I', current_user);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION ragkeeper_sql.run_readonly_query(text, integer) TO %I',
+                   current_user);
+END
+$$;
+
+-- Hand the function to the reader; it needs CREATE on the schema only for the ownership change.
+GRANT CREATE ON SCHEMA ragkeeper_sql TO ragkeeper_sql_reader;
+ALTER FUNCTION ragkeeper_sql.run_readonly_query(text, integer) OWNER TO ragkeeper_sql_reader;
+REVOKE CREATE ON SCHEMA ragkeeper_sql FROM ragkeeper_sql_reader;

@@ -1,0 +1,195 @@
+"""Agent fixtures: a seeded knowledge store and a real uvicorn server on 127.0.0.1.
+
+The server runs ``create_app`` in this test session's event loop on a socket bound
+to a free port, with the embedded Postgres behind it; clients talk real HTTP.
+The language model is the offline extractive ``FunctionModel`` (no network), and
+``models.ALLOW_MODEL_REQUESTS`` is off for the whole package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import httpx
+import jwt
+import pytest
+import uvicorn
+from pydantic_ai import models
+
+from ragkeeper_agent import Settings, create_app
+from ragkeeper_knowledge import ChunkWrite, DocumentWrite, KnowledgeStore, RowWrite
+from ragkeeper_knowledge.embedding import HashingEmbedder
+
+models.ALLOW_MODEL_REQUESTS = False
+
+SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+PIPELINE = "default/handbook"
+
+DOCS = {
+    "leave.md": (
+        "Leave policy",
+        "Employees receive 25 days of paid annual leave per year. "
+        "Unused leave can be carried over until the end of March.\n\n"
+        "Sick leave does not count against annual leave.",
+    ),
+    "security.md": (
+        "Security handbook",
+        "Laptops must use full-disk encryption. Report lost devices to the security team "
+        "within one hour.",
+    ),
+    "office.md": (
+        "Office guide",
+        "The Berlin office opens at 8:00 and the kitchen is cleaned every Friday.",
+    ),
+}
+SALES_ROWS = [
+    {"region": "north", "amount": 120},
+    {"region": "south", "amount": 80},
+    {"region": "north", "amount": 30},
+]
+
+
+def make_token(sub: str, *, secret: str = SECRET, **claims: Any) -> str:
+    payload = {"sub": sub, "aud": "authenticated", "exp": int(time.time()) + 600, **claims}
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def auth(sub: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {make_token(sub)}"}
+
+
+@pytest.fixture(scope="module")
+def embedder() -> HashingEmbedder:
+    return HashingEmbedder(64)
+
+
+async def seed(store: KnowledgeStore, embedder: HashingEmbedder) -> None:
+    await store.register_embedding_model(embedder.model_name, embedder.dimension)
+    for source_id, (title, text) in DOCS.items():
+        parts = [p for p in text.split("\n\n") if p.strip()]
+        vectors = await embedder.embed(parts)
+        await store.replace_document(
+            DocumentWrite(
+                pipeline_id=PIPELINE,
+                source_id=source_id,
+                title=title,
+                url=f"https://docs.example/{source_id}",
+                version="1",
+                content_hash=hashlib.sha256(text.encode()).hexdigest(),
+                chunks=[
+                    ChunkWrite(p, hashlib.sha256(p.encode()).hexdigest(), v, {"title": title})
+                    for p, v in zip(parts, vectors, strict=True)
+                ],
+            )
+        )
+    csv_text = "region,amount\nnorth,120\nsouth,80\nnorth,30"
+    await store.replace_document(
+        DocumentWrite(
+            pipeline_id=PIPELINE,
+            source_id="sales.csv",
+            title="Sales",
+            version="1",
+            content_hash="sales",
+            chunks=[
+                ChunkWrite(
+                    csv_text,
+                    "sales-chunk",
+                    (await embedder.embed([csv_text]))[0],
+                    {"title": "Sales"},
+                )
+            ],
+            mime_type="text/csv",
+            schema={"": ["region", "amount"]},
+            rows=[RowWrite("", i + 1, row) for i, row in enumerate(SALES_ROWS)],
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+async def seeded(store: KnowledgeStore, embedder: HashingEmbedder) -> KnowledgeStore:
+    await seed(store, embedder)
+    return store
+
+
+def settings_for(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "auth_mode": "jwt",
+        "auth_jwt_secret": SECRET,
+        "rate_limit_per_minute": 1000,
+        "log_format": "text",
+        "db_pool_max_size": 5,
+        "shutdown_grace_seconds": 5,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+class RunningServer:
+    def __init__(self, base_url: str, app: Any) -> None:
+        self.base_url = base_url
+        self.app = app
+
+    def client(self, **kw: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, timeout=30.0, **kw)
+
+
+@asynccontextmanager
+async def serve(settings: Settings, **app_kw: Any) -> AsyncIterator[RunningServer]:
+    """Run create_app(settings) under uvicorn on a free 127.0.0.1 port until exit."""
+    app = create_app(settings, **app_kw)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("server exited during start-up")
+            await asyncio.sleep(0.01)
+        yield RunningServer(f"http://127.0.0.1:{port}", app)
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def server_factory(
+    database_url: str, seeded: KnowledgeStore, embedder: HashingEmbedder
+) -> Callable[..., Any]:
+    def factory(**overrides: Any) -> Any:
+        app_kw = {"embedder": overrides.pop("embedder", embedder)}
+        for key in ("model", "transport"):
+            if key in overrides:
+                app_kw[key] = overrides.pop(key)
+        return serve(settings_for(database_url, **overrides), **app_kw)
+
+    return factory
+
+
+@pytest.fixture(scope="module")
+async def server(server_factory: Callable[..., Any]) -> AsyncIterator[RunningServer]:
+    async with server_factory() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def admin_conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
