@@ -39,6 +39,10 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from ragkeeper_rag.settings import RagSettings
+from ragkeeper_rag.sources.base import ScanResult, SourceFile
+from ragkeeper_rag.sources.drive_api import RetryPolicy
+from ragkeeper_rag.sources.google_drive import GoogleDriveSource
 from tests.rag.corpus import docx_bytes, xlsx_bytes
 
 FOLDER = "application/vnd.google-apps.folder"
@@ -163,7 +167,9 @@ class DriveFake:
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         server.daemon_threads = True
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="drive-fake", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, args=(0.05,), name="drive-fake", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -356,6 +362,27 @@ class DriveFake:
                 _Fault(status, reason, frozenset(methods) if methods else None, count, retry_after)
             )
 
+    def storm(self, requests: int) -> None:
+        """For the next ``requests`` API requests, two of every three are refused with
+        429, 403 ``userRateLimitExceeded``, 403 ``rateLimitExceeded`` or 503 in turn."""
+        kinds = itertools.cycle(
+            [
+                (429, "rateLimitExceeded"),
+                (403, "userRateLimitExceeded"),
+                (403, "rateLimitExceeded"),
+                (503, "backendError"),
+            ]
+        )
+        with self.lock:
+            for i in range(requests):
+                status, reason = next(kinds) if i % 3 != 2 else (0, None)
+                self._faults.append(_Fault(status, reason, None, 1))
+
+    @property
+    def faults_pending(self) -> int:
+        with self.lock:
+            return sum(f.remaining for f in self._faults)
+
     def cut_network_after(self, requests: int) -> None:
         """After ``requests`` more API requests, drop every connection without an answer."""
         with self.lock:
@@ -375,7 +402,7 @@ class DriveFake:
             for fault in self._faults:
                 if fault.remaining > 0 and (fault.methods is None or method in fault.methods):
                     fault.remaining -= 1
-                    return fault
+                    return fault if fault.status else None
             return None
 
     # ------------------------------------------------------------ API
@@ -571,6 +598,7 @@ def parse_query(query: str) -> Callable[[FakeFile], bool]:
 def _handler_for(fake: DriveFake) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are separate writes
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -722,3 +750,26 @@ def _handler_for(fake: DriveFake) -> type[BaseHTTPRequestHandler]:
                     self._send(200, f.content, f.mime_type)
 
     return Handler
+
+
+# ---------------------------------------------------------------- client helpers
+FAST_RETRY = RetryPolicy(attempts=6, base_seconds=0.001, max_seconds=0.01)
+"""The production policy's shape with millisecond sleeps."""
+
+
+def make_source(fake: DriveFake, folder_id: str, **kw: Any) -> GoogleDriveSource:
+    clock = kw.pop("clock", None)
+    settings = RagSettings(
+        folder_id=folder_id,
+        google_drive_credentials_json=json.dumps(fake.service_account()),
+        google_drive_api_endpoint=fake.url,
+        **kw,
+    )
+    source = GoogleDriveSource.from_settings(settings, retry=FAST_RETRY)
+    if clock is not None:
+        source._clock = clock
+    return source
+
+
+def by_id(result: ScanResult) -> dict[str, SourceFile]:
+    return {f.source_id: f for f in result.files}

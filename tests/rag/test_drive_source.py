@@ -6,44 +6,18 @@ test builds a tree, scans, mutates Drive, and checks what the next scan reports.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
-from ragkeeper_rag.settings import RagSettings
-from ragkeeper_rag.sources.base import ScanResult
-from ragkeeper_rag.sources.drive_api import RetryPolicy
-from ragkeeper_rag.sources.google_drive import GoogleDriveSource
-from tests.rag.drive_fake import FORM, DriveFake
-
-FAST = RetryPolicy(attempts=6, base_seconds=0.001, max_seconds=0.01)
+from tests.rag.drive_fake import FORM, DriveFake, by_id, make_source
 
 
 @pytest.fixture
 def fake() -> Iterator[DriveFake]:
     with DriveFake() as f:
         yield f
-
-
-def make_source(fake: DriveFake, folder_id: str, **kw: Any) -> GoogleDriveSource:
-    clock = kw.pop("clock", None)
-    settings = RagSettings(
-        folder_id=folder_id,
-        google_drive_credentials_json=json.dumps(fake.service_account()),
-        google_drive_api_endpoint=fake.url,
-        **kw,
-    )
-    source = GoogleDriveSource.from_settings(settings, retry=FAST)
-    if clock is not None:
-        source._clock = clock
-    return source
-
-
-def by_id(result: ScanResult) -> dict[str, Any]:
-    return {f.source_id: f for f in result.files}
 
 
 async def test_first_scan_lists_every_level_and_resolves_shortcuts(fake: DriveFake) -> None:

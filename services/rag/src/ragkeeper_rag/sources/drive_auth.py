@@ -72,10 +72,15 @@ class CredentialsSource:
             else user_credentials.Credentials.from_authorized_user_info
         )
         try:
-            credentials: Credentials = factory(self.info, scopes=list(DRIVE_SCOPES))
-            return credentials
+            credentials: Any = factory(self.info, scopes=list(DRIVE_SCOPES))
         except ValueError as exc:
             raise CredentialsError(f"{self.origin}: {_safe_value_error(exc)}") from None
+        if self.kind == "authorized_user" and self.info.get("token_uri"):
+            # from_authorized_user_info always uses Google's endpoint; the file's own
+            # token_uri (written by google-auth's to_json) is honoured like a key's.
+            credentials = credentials.with_token_uri(self.info["token_uri"])
+        built: Credentials = credentials
+        return built
 
 
 def load_credentials(settings: RagSettings) -> CredentialsSource:
