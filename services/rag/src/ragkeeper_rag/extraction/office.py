@@ -1,0 +1,152 @@
+"""PDF and DOCX: page text from pypdf, paragraphs and tables from python-docx.
+
+PDFs carry no reliable structure, so their text is page after page, separated
+by blank lines; the chunker then falls back to lines and sentences. A PDF that
+needs a password is refused (``ExtractionError``), but one that is encrypted
+only with an *owner* password (print/copy restrictions, empty user password)
+opens in every viewer, so it is decrypted with the empty password and read.
+A page whose text cannot be extracted is skipped with a warning; a PDF where
+every page fails is an error.
+
+DOCX body content is read in document order (paragraphs and tables
+interleaved). Heading styles become ``#`` levels; when the document uses the
+*Title* style, that paragraph is the ``#`` line and headings move one level
+down so the heading path reads "Title > Heading 1 > Heading 2". Tables become
+one line per row with cells joined by `` | `` (merged cells once); consecutive
+list paragraphs become one block of ``-`` lines.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+
+import docx
+from docx.table import Table as DocxTable
+from docx.text.paragraph import Paragraph
+from pypdf import PasswordType, PdfReader
+
+from ragkeeper_rag.extraction.model import Extracted, ExtractionError, one_line
+
+log = logging.getLogger(__name__)
+
+MAX_HEADING_LEVEL = 6
+_HEADING_STYLE = re.compile(r"^heading\s*(\d)$", re.IGNORECASE)
+
+
+def extract_pdf(data: bytes) -> Extracted:
+    """Text of every page, in order; the title from the document information dictionary."""
+    reader = PdfReader(io.BytesIO(data), strict=False)
+    if reader.is_encrypted:
+        try:
+            opened = reader.decrypt("")
+        except Exception as exc:  # any failure here means "cannot open"
+            raise ExtractionError(f"encrypted PDF: cannot decrypt ({one_line(exc)})") from exc
+        if opened == PasswordType.NOT_DECRYPTED:
+            raise ExtractionError("encrypted PDF: a password is required to open it")
+    pages: list[str] = []
+    failures: list[str] = []
+    total = len(reader.pages)
+    for number, page in enumerate(reader.pages, 1):
+        try:
+            text = page.extract_text()
+        except Exception as exc:  # one bad page must not lose the others
+            failures.append(f"page {number}: {one_line(exc)}")
+            continue
+        if text.strip():
+            pages.append(text.strip())
+    if failures:
+        if len(failures) == total:
+            raise ExtractionError(f"corrupt PDF: no page could be read ({failures[0]})")
+        log.warning("skipped %s of %s PDF pages: %s", len(failures), total, failures[0])
+    return Extracted(text="\n\n".join(pages), title=_pdf_title(reader), tables=[])
+
+
+def _pdf_title(reader: PdfReader) -> str | None:
+    try:
+        metadata = reader.metadata
+        title = metadata.title if metadata is not None else None
+    except Exception:  # a broken info dictionary only costs the title
+        log.debug("PDF metadata unreadable", exc_info=True)
+        return None
+    if not isinstance(title, str):
+        return None
+    return " ".join(title.split()) or None
+
+
+def extract_docx(data: bytes) -> Extracted:
+    """Paragraphs with heading styles as ``#`` lines, list items as ``-``, tables as rows."""
+    document = docx.Document(io.BytesIO(data))
+    blocks: list[Paragraph | DocxTable] = list(document.iter_inner_content())
+    has_title_style = any(
+        isinstance(block, Paragraph) and _style_name(block).lower() == "title" for block in blocks
+    )
+    shift = 1 if has_title_style else 0
+
+    out: list[str] = []
+    styled_title: str | None = None
+    first_heading: str | None = None
+    in_list = False  # consecutive list items form one block
+    for block in blocks:
+        if isinstance(block, DocxTable):
+            in_list = False
+            rows = _table_lines(block)
+            if rows:
+                out.append("\n".join(rows))
+            continue
+        text = block.text.strip()
+        if not text:
+            continue
+        style = _style_name(block)
+        level = _heading_level(style, shift)
+        if level:
+            line = " ".join(text.split())
+            out.append(f"{'#' * level} {line}")
+            if level == 1 and first_heading is None:
+                first_heading = line
+            if style.lower() == "title" and styled_title is None:
+                styled_title = line
+        elif style.lower().startswith("list"):
+            if in_list:
+                out[-1] += f"\n- {text}"
+            else:
+                out.append(f"- {text}")
+            in_list = True
+            continue
+        else:
+            out.append(text)
+        in_list = False
+    core_title = (document.core_properties.title or "").strip()
+    title = core_title or styled_title or first_heading
+    return Extracted(text="\n\n".join(out), title=title or None, tables=[])
+
+
+def _style_name(paragraph: Paragraph) -> str:
+    style = paragraph.style
+    name = style.name if style is not None else None
+    return name or ""
+
+
+def _heading_level(style: str, shift: int) -> int:
+    if style.lower() == "title":
+        return 1
+    found = _HEADING_STYLE.match(style)
+    if not found:
+        return 0
+    return min(MAX_HEADING_LEVEL, max(1, int(found.group(1))) + shift)
+
+
+def _table_lines(table: DocxTable) -> list[str]:
+    lines: list[str] = []
+    for row in table.rows:
+        cells: list[str] = []
+        seen: set[int] = set()
+        for cell in row.cells:
+            if id(cell._tc) in seen:  # a merged cell repeats across the span
+                continue
+            seen.add(id(cell._tc))
+            cells.append(" ".join(cell.text.split()))
+        if any(cells):
+            lines.append(" | ".join(cells))
+    return lines
