@@ -1,0 +1,153 @@
+{{/*
+Naming, labels and shared fragments. Every pod template includes the same hardened
+security contexts, so the chart has one place that decides them.
+*/}}
+
+{{- define "ragkeeper.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "ragkeeper.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of one component's objects: <fullname>-<component>. */}}
+{{- define "ragkeeper.componentName" -}}
+{{- printf "%s-%s" (include "ragkeeper.fullname" .root) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "ragkeeper.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "ragkeeper.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: ragkeeper
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels of one component; call with (dict "root" $ "component" "agent"). */}}
+{{- define "ragkeeper.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ragkeeper.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "ragkeeper.componentLabels" -}}
+{{ include "ragkeeper.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Full image reference; call with (dict "root" $ "name" "ragkeeper-agent"). */}}
+{{- define "ragkeeper.image" -}}
+{{- printf "%s/%s:%s" .root.Values.image.repositoryPrefix .name (default .root.Chart.AppVersion .root.Values.image.tag) -}}
+{{- end -}}
+
+{{/* Name of the Secret holding DATABASE_URL, and its key. */}}
+{{- define "ragkeeper.databaseSecretName" -}}
+{{- if .Values.database.existingSecret -}}
+{{- .Values.database.existingSecret -}}
+{{- else -}}
+{{- include "ragkeeper.componentName" (dict "root" . "component" "database") -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "ragkeeper.bundledDatabase" -}}
+{{- if and .Values.database.bundled.enabled (not .Values.database.existingSecret) -}}true{{- end -}}
+{{- end -}}
+
+{{/* Pod-level security context: non-root numeric user, RuntimeDefault seccomp. */}}
+{{- define "ragkeeper.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.security.runAsUser }}
+runAsGroup: {{ .Values.security.runAsGroup }}
+fsGroup: {{ .Values.security.runAsGroup }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Container-level security context shared by every container. */}}
+{{- define "ragkeeper.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+privileged: false
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Environment shared by everything that embeds or stores: database + embedding settings. */}}
+{{- define "ragkeeper.knowledgeEnv" -}}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "ragkeeper.databaseSecretName" . }}
+      key: {{ .Values.database.secretKey }}
+{{- include "ragkeeper.embeddingEnv" . }}
+{{- end -}}
+
+{{- define "ragkeeper.embeddingEnv" -}}
+{{- include "ragkeeper.embeddingConfigEnv" . }}
+{{- if .Values.embedding.existingSecret }}
+- name: EMBEDDING_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.embedding.existingSecret }}
+      key: {{ .Values.embedding.apiKeyKey }}
+{{- end }}
+{{- end -}}
+
+{{/* The embedding model settings without the API key (the operator passes a Secret reference). */}}
+{{- define "ragkeeper.embeddingConfigEnv" -}}
+{{- $cfg := include "ragkeeper.componentName" (dict "root" . "component" "config") }}
+- name: EMBEDDING_PROVIDER
+  valueFrom:
+    configMapKeyRef:
+      name: {{ $cfg }}
+      key: EMBEDDING_PROVIDER
+- name: EMBEDDING_BASE_URL
+  valueFrom:
+    configMapKeyRef:
+      name: {{ $cfg }}
+      key: EMBEDDING_BASE_URL
+- name: EMBEDDING_MODEL_CHOICE
+  valueFrom:
+    configMapKeyRef:
+      name: {{ $cfg }}
+      key: EMBEDDING_MODEL_CHOICE
+{{- end -}}
+
+{{/* A writable /tmp: the only writable path of every image. */}}
+{{- define "ragkeeper.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 256Mi
+{{- end -}}
+
+{{- define "ragkeeper.tmpMount" -}}
+- name: tmp
+  mountPath: /tmp
+{{- end -}}
+
+{{/* Namespaces the operator manages; the release namespace when it watches all of them. */}}
+{{- define "ragkeeper.jobNamespaces" -}}
+{{- if .Values.operator.watchNamespaces -}}
+{{- join "," .Values.operator.watchNamespaces -}}
+{{- else -}}
+{{- .Release.Namespace -}}
+{{- end -}}
+{{- end -}}

