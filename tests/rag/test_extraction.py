@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import codecs
+import importlib.util
 import io
 import json
 import random
 import zipfile
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -347,3 +350,54 @@ def test_extract_large_table_text_is_bounded_but_rows_are_complete(
 def test_extract_corrupt_xlsx_is_refused() -> None:
     error = refused(b"PK\x03\x04" + bytes(200), "xlsx")
     assert str(error).startswith("corrupt XLSX") and error.__cause__ is not None
+
+
+# --- the shipped sample folder --------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def load_example_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("make_examples", EXAMPLES / "make_examples.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_examples_cover_every_format_and_extract_with_titles() -> None:
+    files = sorted((EXAMPLES / "docs").iterdir())
+    assert {f.suffix for f in files} >= {".md", ".txt", ".html", ".pdf", ".docx", ".csv", ".xlsx"}
+    assert sum(f.stat().st_size for f in files) < 300_000
+    for path in files:
+        result = extract(path.read_bytes(), path.suffix)
+        assert len(result.text) > 500, path.name
+        assert chunk_document(result.text), path.name
+    datasheet = extract((EXAMPLES / "docs" / "kestrel-datasheet.pdf").read_bytes(), "pdf")
+    assert datasheet.title == "Kestrel K2 Technical Datasheet"
+    assert "Temperature: accuracy ±0.3 °C between 10 °C and 35 °C." in datasheet.text
+    contacts = extract((EXAMPLES / "docs" / "support-contacts.xlsx").read_bytes(), "xlsx")
+    assert [t.sheet for t in contacts.tables] == ["Regions", "Escalation", "Holidays 2025"]
+    assert contacts.tables[2].rows[0] == {
+        "Date": "2025-05-01", "Region": "France", "Holiday": "Labour Day", "Support open": False,
+    }  # fmt: skip
+
+
+def test_examples_committed_binaries_match_their_generator() -> None:
+    generator = load_example_generator()
+    builders = {
+        "kestrel-datasheet.pdf": generator.datasheet_pdf,
+        "security-policy.docx": generator.security_policy_docx,
+        "support-contacts.xlsx": generator.support_contacts_xlsx,
+    }
+    for name, build in builders.items():
+        committed, fresh = (EXAMPLES / "docs" / name).read_bytes(), build()
+        assert archive_content(fresh) == archive_content(committed), f"re-run make_examples: {name}"
+
+
+def archive_content(data: bytes) -> object:
+    """ZIP members and their bytes (deflate output may differ between zlib builds)."""
+    if not data.startswith(b"PK"):
+        return data
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return {info.filename: archive.read(info) for info in archive.infolist()}
