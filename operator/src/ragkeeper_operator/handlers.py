@@ -1,0 +1,212 @@
+"""kopf handlers: thin glue from watch events to ``reconcile`` and kopf's retries.
+
+Importing this module registers the handlers in kopf's default registry.
+Shared state reaches handlers through ``memo.runtime`` (a ``Runtime``), which
+``__main__`` (or a test) creates before starting kopf.
+
+Error policy: an invalid spec raises ``kopf.PermanentError`` (no retry until
+the spec changes); a missing Secret/PVC or an API error raises
+``kopf.TemporaryError`` with exponential backoff, so the DataSource heals on
+its own when the dependency appears. Nothing here lets an exception escape in
+a way that would stop the operator.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+import kopf
+
+from ragkeeper_operator import builders, reconcile
+from ragkeeper_operator.kube import KubeClient, KubeError, connection_info, load_configuration
+from ragkeeper_operator.reconcile import DS, Runtime
+from ragkeeper_operator.settings import OperatorSettings
+from ragkeeper_operator.spec import DependencyMissing, InvalidSpec
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "ragkeeper.dev"
+FINALIZER = "ragkeeper.dev/purge"
+MANAGED = {builders.MANAGED_BY_LABEL: builders.MANAGED_BY}
+OWNED_PODS: dict[str, Any] = {
+    **MANAGED,
+    builders.DATASOURCE_LABEL: kopf.PRESENT,
+}
+SYNC_FIELD = ("metadata", "annotations", builders.SYNC_REQUEST_ANNOTATION)
+
+
+def _runtime(memo: Any) -> Runtime:
+    runtime = memo.get("runtime") if hasattr(memo, "get") else None
+    if not isinstance(runtime, Runtime):
+        raise kopf.PermanentError("the operator was started without memo.runtime")
+    return runtime
+
+
+def configure_kopf(settings: OperatorSettings) -> kopf.OperatorSettings:
+    """kopf settings: our own annotation prefix and finalizer, events, watch timeouts."""
+    config = kopf.OperatorSettings()
+    config.persistence.finalizer = FINALIZER
+    config.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    config.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    config.posting.reporting_component = builders.MANAGED_BY
+    config.posting.event_name_prefix = "ragkeeper-"
+    config.posting.level = logging.INFO
+    config.watching.server_timeout = settings.watch_server_timeout_seconds
+    config.watching.client_timeout = settings.watch_server_timeout_seconds + 60
+    config.watching.connect_timeout = 30
+    config.networking.request_timeout = 60
+    config.networking.connect_timeout = 30
+    # Watch only the Pods, Jobs and CronJobs we made (server-side label selectors).
+    for resource in (("v1", "pods"), ("batch", "v1", "cronjobs")):
+        config.watching.label_selectors[resource] = builders.MANAGED_SELECTOR
+    if settings.peering_name:
+        config.peering.name = settings.peering_name
+        config.peering.mandatory = True
+    else:
+        config.peering.standalone = True
+    return config
+
+
+@kopf.on.startup()
+async def connect(memo: kopf.Memo, **_: Any) -> None:
+    """Open the API client once; handlers share it through ``memo.runtime``."""
+    runtime = _runtime(memo)
+    if runtime.configuration is None:
+        runtime.configuration = await load_configuration(runtime.settings.kubeconfig)
+    if runtime.kube is None:
+        runtime.attach(KubeClient(runtime.configuration))
+
+
+@kopf.on.login()
+async def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """Give kopf the same credentials our own client uses."""
+    runtime = _runtime(memo)
+    if runtime.configuration is None:
+        runtime.configuration = await load_configuration(runtime.settings.kubeconfig)
+    return await connection_info(runtime.configuration)
+
+
+@kopf.on.cleanup()
+async def disconnect(memo: kopf.Memo, **_: Any) -> None:
+    runtime = _runtime(memo)
+    if runtime.kube is not None:
+        await runtime.kube.close()
+
+
+@kopf.on.resume(*DS)
+@kopf.on.create(*DS)
+@kopf.on.update(*DS, field="spec")
+async def reconcile_datasource(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
+    """Converge the DataSource's CronJob; record Ready and retry what can heal."""
+    runtime = _runtime(memo)
+    metrics = runtime.metrics
+    with metrics.reconciling():
+        try:
+            spec = await reconcile.converge(runtime, body)
+        except InvalidSpec as exc:
+            metrics.reconciliations.labels(result="invalid").inc()
+            raise kopf.PermanentError(f"{exc.reason}: {exc.message}") from exc
+        except DependencyMissing as exc:
+            metrics.reconciliations.labels(result="waiting").inc()
+            delay = runtime.settings.retry_delay(retry)
+            raise kopf.TemporaryError(f"{exc.reason}: {exc.message}", delay=delay) from exc
+        except KubeError as exc:
+            metrics.reconciliations.labels(result="error").inc()
+            raise kopf.TemporaryError(str(exc), delay=runtime.settings.retry_delay(retry)) from exc
+    metrics.reconciliations.labels(result="success").inc()
+    meta = body.metadata
+    logger.debug("reconciled %s/%s (suspend=%s)", meta.namespace, meta.name, spec.suspend)
+
+
+@kopf.on.field(*DS, field=SYNC_FIELD)
+async def sync_requested(body: kopf.Body, new: Any, retry: int, memo: kopf.Memo, **_: Any) -> None:
+    """``ragkeeper.dev/sync-requested-at`` set or changed: run one Job now."""
+    if not new:
+        return
+    runtime = _runtime(memo)
+    try:
+        job = await reconcile.request_sync(runtime, body, str(new))
+    except (DependencyMissing, KubeError) as exc:
+        raise kopf.TemporaryError(str(exc), delay=runtime.settings.retry_delay(retry)) from exc
+    if job:
+        meta = body.metadata
+        logger.info("sync requested for %s/%s: Job %s", meta.namespace, meta.name, job)
+
+
+def _purges(spec: kopf.Spec, **_: Any) -> bool:
+    return bool(spec.get("deletionPolicy", "Delete") == "Delete")
+
+
+@kopf.on.delete(*DS, when=_purges)
+async def purge_datasource(
+    body: kopf.Body, runtime: timedelta, retry: int, memo: kopf.Memo, **_: Any
+) -> None:
+    """``deletionPolicy: Delete``: run the purge Job, then let the finalizer go."""
+    rt = _runtime(memo)
+    try:
+        done = await reconcile.purge_step(rt, body, runtime.total_seconds())
+    except KubeError as exc:
+        raise kopf.TemporaryError(str(exc), delay=rt.settings.retry_delay(retry)) from exc
+    if not done:
+        raise kopf.TemporaryError("waiting for the purge Job", delay=rt.settings.purge_poll_seconds)
+
+
+@kopf.on.event(*DS)
+async def datasource_event(
+    type: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+) -> None:
+    """Forget the metrics of a DataSource that is gone (any deletion policy)."""
+    if type == "DELETED" and namespace:
+        _runtime(memo).metrics.forget(namespace, name)
+
+
+@kopf.on.event("v1", "pods", labels=OWNED_PODS)
+async def pod_event(
+    type: str,
+    body: kopf.Body,
+    namespace: str | None,
+    labels: kopf.Labels,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """A sync Pod finished: its termination message becomes the DataSource's lastRun."""
+    if type == "DELETED":
+        return
+    datasource = labels.get(builders.DATASOURCE_LABEL)
+    if not datasource or not namespace:
+        return
+    try:
+        await reconcile.record_run(_runtime(memo), namespace, datasource, body)
+    except KubeError as exc:
+        pod = body.metadata.name
+        logger.warning("could not record the run of Pod %s/%s: %s", namespace, pod, exc)
+
+
+@kopf.on.event("batch", "v1", "cronjobs", labels=MANAGED)
+async def cronjob_event(
+    type: str,
+    body: kopf.Body,
+    namespace: str | None,
+    labels: kopf.Labels,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """Mirror ``lastScheduleTime``; re-create the CronJob if someone deleted it."""
+    datasource = labels.get(builders.DATASOURCE_LABEL)
+    if not datasource or not namespace:
+        return
+    rt = _runtime(memo)
+    try:
+        if type != "DELETED":
+            await reconcile.record_schedule(rt, namespace, datasource, body)
+            return
+        owner = await rt.api.get(*DS, namespace, datasource)
+        if owner is not None and not owner.get("metadata", {}).get("deletionTimestamp"):
+            logger.info("CronJob of %s/%s was deleted; re-creating it", namespace, datasource)
+            await reconcile.converge(rt, owner)
+    except (KubeError, InvalidSpec, DependencyMissing) as exc:
+        logger.warning("CronJob event for %s/%s not handled: %s", namespace, datasource, exc)

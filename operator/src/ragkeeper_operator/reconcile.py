@@ -1,0 +1,376 @@
+"""What the operator does for one DataSource, independent of kopf's plumbing.
+
+``converge`` checks a DataSource's spec and dependencies and creates or patches
+its CronJob; ``request_sync`` starts one Job now; ``purge_step`` drives the
+purge Job on deletion; ``StatusWriter`` is the single path through which
+status is written. Handlers in ``handlers.py`` only call these and translate
+the outcome into kopf's retry semantics.
+
+Status is written by more than one handler (reconciliation, Pod and CronJob
+events), so every write happens under a per-DataSource lock on a freshly read
+object, and only when something changed. Events are posted for condition
+transitions; metrics are derived from the status that was written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+import kopf
+
+from ragkeeper_operator import builders, status
+from ragkeeper_operator.kube import Conflict, KubeClient, NotFound
+from ragkeeper_operator.metrics import OperatorMetrics
+from ragkeeper_operator.settings import OperatorSettings
+from ragkeeper_operator.spec import DataSourceSpec, DependencyMissing, InvalidSpec, parse_spec
+
+logger = logging.getLogger(__name__)
+
+DS = (builders.GROUP, builders.VERSION, builders.PLURAL)
+CRONJOBS = ("batch", "v1", "cronjobs")
+JOBS = ("batch", "v1", "jobs")
+
+StatusFn = Callable[[dict[str, Any], Mapping[str, Any]], dict[str, Any]]
+
+
+def _generation(body: Mapping[str, Any]) -> int | None:
+    value = (body.get("metadata") or {}).get("generation")
+    return value if isinstance(value, int) else None
+
+
+def _timestamp(value: Any) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
+def post_event(body: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
+    """Queue a Kubernetes Event on the DataSource (kopf posts it in the background)."""
+    kopf.event(cast(kopf.Body, body), type=event_type, reason=reason, message=message)
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    body: Mapping[str, Any]
+    before: Mapping[str, Any]
+    after: Mapping[str, Any]
+
+
+class StatusWriter:
+    """Serialises status writes per DataSource and skips writes that change nothing."""
+
+    def __init__(self, kube: KubeClient, metrics: OperatorMetrics) -> None:
+        self._kube = kube
+        self._metrics = metrics
+        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    async def update(self, namespace: str, name: str, fn: StatusFn) -> StatusChange | None:
+        """Apply ``fn`` to the current status; write, post Events and update metrics if changed."""
+        lock = self._locks.get((namespace, name))
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[(namespace, name)] = lock
+        async with lock:
+            body = await self._kube.get(*DS, namespace, name)
+            if body is None:
+                return None
+            before = dict(body.get("status") or {})
+            after = fn(dict(before), body)
+            patch = status.status_patch(before, after)
+            if not patch:
+                return None
+            await self._kube.patch(*DS, namespace, name, {"status": patch}, subresource="status")
+        for transition in status.transitions(before, after):
+            post_event(body, transition.event_type, transition.reason, transition.message)
+        self._observe(namespace, name, after)
+        return StatusChange(body=body, before=before, after=after)
+
+    def _observe(self, namespace: str, name: str, current: Mapping[str, Any]) -> None:
+        ready = status.condition(current, status.READY)
+        if ready is not None:
+            self._metrics.set_ready(namespace, name, ready.get("status") == "True")
+        last_success = _timestamp(current.get("lastSuccessfulTime"))
+        labels = {"namespace": namespace, "datasource": name}
+        if last_success is not None:
+            self._metrics.last_success.labels(**labels).set(last_success)
+        last_run = current.get("lastRun") or {}
+        if isinstance(last_run.get("documents_total"), int):
+            self._metrics.documents.labels(**labels).set(last_run["documents_total"])
+        if isinstance(last_run.get("files_failed"), int):
+            self._metrics.files_failed.labels(**labels).set(last_run["files_failed"])
+
+
+@dataclass
+class Runtime:
+    """Everything handlers share: settings, metrics, and (after login) the API client."""
+
+    settings: OperatorSettings
+    metrics: OperatorMetrics
+    configuration: Any = None
+    kube: KubeClient | None = None
+    writer: StatusWriter | None = None
+
+    def attach(self, kube: KubeClient) -> None:
+        self.kube = kube
+        self.writer = StatusWriter(kube, self.metrics)
+
+    @property
+    def api(self) -> KubeClient:
+        if self.kube is None:
+            raise RuntimeError("the Kubernetes client is not connected yet")
+        return self.kube
+
+    @property
+    def status(self) -> StatusWriter:
+        if self.writer is None:
+            raise RuntimeError("the Kubernetes client is not connected yet")
+        return self.writer
+
+
+async def _check_secret(kube: KubeClient, namespace: str, name: str, key: str, why: str) -> None:
+    keys = await kube.secret_keys(namespace, name)
+    if keys is None:
+        raise DependencyMissing(
+            f"Secret {namespace}/{name} ({why}) does not exist", reason="SecretNotFound"
+        )
+    if key not in keys:
+        raise DependencyMissing(
+            f"Secret {namespace}/{name} ({why}) has no key {key!r}", reason="SecretKeyNotFound"
+        )
+
+
+async def check_dependencies(rt: Runtime, namespace: str, spec: DataSourceSpec) -> None:
+    """Raise ``DependencyMissing`` for the first Secret, key or PVC the job would lack."""
+    settings = rt.settings
+    checks = [
+        _check_secret(
+            rt.api,
+            namespace,
+            settings.database_secret_name,
+            settings.database_secret_key,
+            "DATABASE_URL",
+        )
+    ]
+    if settings.embedding_api_key_secret_name:
+        checks.append(
+            _check_secret(
+                rt.api,
+                namespace,
+                settings.embedding_api_key_secret_name,
+                settings.embedding_api_key_secret_key,
+                "embedding API key",
+            )
+        )
+    if spec.credentials is not None:
+        checks.append(
+            _check_secret(
+                rt.api, namespace, spec.credentials.name, spec.credentials.key, "Drive credentials"
+            )
+        )
+    results = await asyncio.gather(*checks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    claim = spec.claim_name
+    if claim and not await rt.api.pvc_exists(namespace, claim):
+        raise DependencyMissing(
+            f"PersistentVolumeClaim {namespace}/{claim} does not exist",
+            reason="VolumeClaimNotFound",
+        )
+
+
+async def ensure_cronjob(rt: Runtime, body: Mapping[str, Any], spec: DataSourceSpec) -> str:
+    """Create the owned CronJob, or patch it when it drifted; return what was done."""
+    desired = builders.build_cronjob(body, spec, rt.settings)
+    namespace = desired["metadata"]["namespace"]
+    name = desired["metadata"]["name"]
+    existing = await rt.api.get(*CRONJOBS, namespace, name)
+    if existing is None:
+        try:
+            await rt.api.create(*CRONJOBS, desired)
+            return "created"
+        except Conflict:
+            existing = await rt.api.get(*CRONJOBS, namespace, name)
+            if existing is None:
+                raise
+    if not builders.cronjob_drifted(existing, desired):
+        return "unchanged"
+    await rt.api.patch(*CRONJOBS, namespace, name, builders.cronjob_patch(existing, desired))
+    return "updated"
+
+
+async def report_ready(
+    rt: Runtime, body: Mapping[str, Any], *, ready: bool, reason: str, message: str
+) -> StatusChange | None:
+    """Write the ``Ready`` condition (and observedGeneration, cronJobName)."""
+    metadata = body.get("metadata") or {}
+    namespace, name = str(metadata["namespace"]), str(metadata["name"])
+    generation = _generation(body)
+    now = status.now_iso()
+
+    def fn(current: dict[str, Any], _: Mapping[str, Any]) -> dict[str, Any]:
+        return status.apply_ready(
+            current,
+            ready=ready,
+            reason=reason,
+            message=message,
+            generation=generation,
+            cronjob_name=builders.cronjob_name(name) if ready else current.get("cronJobName"),
+            now=now,
+        )
+
+    change = await rt.status.update(namespace, name, fn)
+    if change is None:
+        rt.metrics.set_ready(namespace, name, ready)
+    return change
+
+
+async def converge(rt: Runtime, body: Mapping[str, Any]) -> DataSourceSpec:
+    """Bring one DataSource's CronJob and Ready condition in line with its spec.
+
+    Raises ``InvalidSpec`` / ``DependencyMissing`` after recording them as
+    ``Ready=False``; API errors propagate untouched for the caller to retry.
+    """
+    metadata = body.get("metadata") or {}
+    namespace, name = str(metadata["namespace"]), str(metadata["name"])
+    try:
+        spec = parse_spec(body.get("spec") or {})
+        await check_dependencies(rt, namespace, spec)
+    except (InvalidSpec, DependencyMissing) as exc:
+        await report_ready(rt, body, ready=False, reason=exc.reason, message=exc.message)
+        raise
+    action = await ensure_cronjob(rt, body, spec)
+    cronjob = builders.cronjob_name(name)
+    if action != "unchanged":
+        post_event(body, "Normal", f"CronJob{action.capitalize()}", f"CronJob {cronjob} {action}")
+    suffix = " (suspended)" if spec.suspend else ""
+    await report_ready(
+        rt,
+        body,
+        ready=True,
+        reason="Suspended" if spec.suspend else "CronJobReady",
+        message=f"CronJob {cronjob} runs on schedule {spec.schedule!r}{suffix}",
+    )
+    return spec
+
+
+async def request_sync(rt: Runtime, body: Mapping[str, Any], value: str) -> str | None:
+    """Create one immediate Job for a sync request value; ``None`` if already handled."""
+    metadata = body.get("metadata") or {}
+    namespace, name = str(metadata["namespace"]), str(metadata["name"])
+    if (body.get("status") or {}).get("lastSyncRequest") == value:
+        return None
+    cronjob = await rt.api.get(*CRONJOBS, namespace, builders.cronjob_name(name))
+    if cronjob is None:
+        raise DependencyMissing("the CronJob does not exist yet", reason="CronJobMissing")
+    job = builders.build_manual_job(cronjob, value)
+    job_name = str(job["metadata"]["name"])
+    try:
+        await rt.api.create(*JOBS, job)
+        post_event(body, "Normal", "SyncStarted", f"Job {job_name} started on request {value!r}")
+    except Conflict:
+        logger.info("sync Job %s/%s already exists", namespace, job_name)
+
+    def fn(current: dict[str, Any], _: Mapping[str, Any]) -> dict[str, Any]:
+        return {**current, "lastSyncRequest": value}
+
+    await rt.status.update(namespace, name, fn)
+    return job_name
+
+
+def _job_finished(job: Mapping[str, Any]) -> str | None:
+    job_status = job.get("status") or {}
+    for item in job_status.get("conditions") or []:
+        if item.get("status") == "True" and item.get("type") in ("Complete", "Failed"):
+            return str(item["type"])
+    if (job_status.get("succeeded") or 0) >= 1:
+        return "Complete"
+    return None
+
+
+async def purge_step(rt: Runtime, body: Mapping[str, Any], elapsed: float) -> bool:
+    """Advance the purge of a deleted DataSource; ``True`` when the finalizer may go.
+
+    The CronJob is suspended first so no sync races the purge. The purge Job is
+    created once; the wait is bounded by ``PURGE_TIMEOUT_SECONDS``, after which
+    (or on a failed Job) a Warning Event is posted and the DataSource released.
+    """
+    metadata = body.get("metadata") or {}
+    namespace, name = str(metadata["namespace"]), str(metadata["name"])
+    try:
+        spec = parse_spec(body.get("spec") or {})
+    except InvalidSpec as exc:
+        post_event(body, "Warning", "PurgeSkipped", f"spec was never valid: {exc.message}")
+        return True
+    with contextlib.suppress(NotFound):
+        await rt.api.patch(
+            *CRONJOBS, namespace, builders.cronjob_name(name), {"spec": {"suspend": True}}
+        )
+    desired = builders.build_purge_job(body, spec, rt.settings)
+    job_name = str(desired["metadata"]["name"])
+    job = await rt.api.get(*JOBS, namespace, job_name)
+    if job is None:
+        try:
+            job = await rt.api.create(*JOBS, desired)
+            message = f"Job {job_name} deletes this source's documents"
+            post_event(body, "Normal", "PurgeStarted", message)
+        except Conflict:
+            job = await rt.api.get(*JOBS, namespace, job_name) or desired
+    finished = _job_finished(job)
+    if finished == "Complete":
+        post_event(body, "Normal", "Purged", f"Job {job_name} removed this source's documents")
+        rt.metrics.forget(namespace, name)
+        return True
+    if finished == "Failed" or elapsed >= rt.settings.purge_timeout_seconds:
+        why = "failed" if finished == "Failed" else f"did not finish in {elapsed:.0f}s"
+        post_event(
+            body,
+            "Warning",
+            "PurgeFailed",
+            f"Job {job_name} {why}; documents of this source may remain in the store",
+        )
+        rt.metrics.forget(namespace, name)
+        return True
+    return False
+
+
+async def record_run(rt: Runtime, namespace: str, name: str, pod: Mapping[str, Any]) -> bool:
+    """Fold a finished sync Pod into its DataSource's status; ``True`` if it was new."""
+    outcome = status.run_outcome(pod)
+    if outcome is None or outcome.run_mode == "purge":
+        return False
+
+    def fn(current: dict[str, Any], ds: Mapping[str, Any]) -> dict[str, Any]:
+        return status.apply_run(current, outcome, _generation(ds))
+
+    change = await rt.status.update(namespace, name, fn)
+    if change is None or change.before.get("lastRun") == change.after.get("lastRun"):
+        return False
+    rt.metrics.runs.labels(reason=outcome.reason).inc()
+    return True
+
+
+async def record_schedule(
+    rt: Runtime, namespace: str, name: str, cronjob: Mapping[str, Any]
+) -> None:
+    """Copy a CronJob's ``lastScheduleTime`` into its DataSource's status."""
+    scheduled = (cronjob.get("status") or {}).get("lastScheduleTime")
+    if not scheduled:
+        return
+
+    def fn(current: dict[str, Any], _: Mapping[str, Any]) -> dict[str, Any]:
+        return status.apply_schedule(current, str(scheduled))
+
+    await rt.status.update(namespace, name, fn)
