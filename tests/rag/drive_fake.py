@@ -144,7 +144,7 @@ class DriveFake:
         self.lock = threading.RLock()
         self._ids = itertools.count(1)
         self._seq = 0
-        self._min_token = 1
+        self._epoch = 1
         self._faults: list[_Fault] = []
         self._keys: dict[str, Any] = {}
         self._refresh_tokens: dict[str, tuple[str, str]] = {}
@@ -344,7 +344,7 @@ class DriveFake:
     def expire_page_tokens(self) -> None:
         """Every page token handed out so far now answers HTTP 410."""
         with self.lock:
-            self._min_token = self._seq + 1
+            self._epoch += 1
 
     # ------------------------------------------------------------ faults
     def fail(
@@ -435,13 +435,18 @@ class DriveFake:
                 body["nextPageToken"] = f"o{start + size}"
             return body
 
+    def page_token(self, seq: int | None = None) -> str:
+        """``<epoch>.<first change number>``; :meth:`expire_page_tokens` bumps the epoch."""
+        return f"{self._epoch}.{self._seq + 1 if seq is None else seq}"
+
     def list_changes(self, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
         token = params.get("pageToken", "")
-        if not token.isdigit():
+        epoch, _, seq_text = token.partition(".")
+        if not (epoch.isdigit() and seq_text.isdigit()):
             return 400, _error(400, "Invalid Value", "invalid")
-        start = int(token)
+        start = int(seq_text)
         with self.lock:
-            if start < self._min_token:
+            if int(epoch) != self._epoch:
                 return 410, _error(410, "The page token is no longer valid.", "invalid")
             size = min(int(params.get("pageSize", "100")), self.page_cap)
             drive = params.get("driveId")
@@ -467,9 +472,9 @@ class DriveFake:
                 out.append(change)
             body: dict[str, Any] = {"kind": "drive#changeList", "changes": out}
             if next_seq <= self._seq:
-                body["nextPageToken"] = str(next_seq)
+                body["nextPageToken"] = self.page_token(next_seq)
             else:
-                body["newStartPageToken"] = str(self._seq + 1)
+                body["newStartPageToken"] = self.page_token()
             return 200, body
 
     def export(self, f: FakeFile, mime: str) -> tuple[int, Any, str]:
@@ -713,7 +718,7 @@ def _handler_for(fake: DriveFake) -> type[BaseHTTPRequestHandler]:
                 self._send(200, fake.list_files(params))
             elif method == "changes.getStartPageToken":
                 self._send(
-                    200, {"kind": "drive#startPageToken", "startPageToken": str(fake._seq + 1)}
+                    200, {"kind": "drive#startPageToken", "startPageToken": fake.page_token()}
                 )
             elif method == "changes.list":
                 self._send(*fake.list_changes(params))

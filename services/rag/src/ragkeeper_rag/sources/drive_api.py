@@ -38,7 +38,7 @@ import httplib2  # type: ignore[import-untyped]
 from google.auth import exceptions as gexc
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from ragkeeper_rag.errors import CredentialsError, TransientError
 from ragkeeper_rag.sources.drive_auth import CredentialsSource, describe_refresh_error
@@ -67,6 +67,9 @@ class RetryPolicy:
     """Backoff knobs; tests shrink the delays, production keeps the defaults."""
 
     attempts: int = 7
+    """Tries per call when Drive asks to slow down (429, 403 rate limit, 5xx)."""
+    network_attempts: int = 3
+    """Tries when the API cannot be reached at all: fail fast, the CronJob re-runs."""
     base_seconds: float = 1.0
     max_seconds: float = 64.0
 
@@ -176,6 +179,12 @@ class DriveApi:
             self._local.service = service
         return service
 
+    def _stop(self, state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        network = isinstance(exc, _NETWORK_ERRORS)
+        limit = self._retry.network_attempts if network else self._retry.attempts
+        return state.attempt_number >= limit
+
     def _wait(self, state: RetryCallState) -> float:
         policy = self._retry
         ceiling = min(policy.max_seconds, policy.base_seconds * 2 ** (state.attempt_number - 1))
@@ -205,7 +214,7 @@ class DriveApi:
     def _call_blocking(self, kind: str, params: dict[str, Any]) -> Any:
         resource, method = kind.split(".")
         retrying = Retrying(
-            stop=stop_after_attempt(self._retry.attempts),
+            stop=self._stop,
             wait=self._wait,
             retry=retry_if_exception(_retryable),
             before_sleep=self._before_sleep,

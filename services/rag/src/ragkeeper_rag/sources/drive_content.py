@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ragkeeper_rag.extraction import SUPPORTED_EXTENSIONS
 from ragkeeper_rag.sources.base import SourceFile
 
 FOLDER = "application/vnd.google-apps.folder"
@@ -58,13 +59,10 @@ DOWNLOAD_EXTENSIONS: dict[str, str] = {
     "application/pdf": "pdf",
     DOCX: "docx",
     "text/csv": "csv",
+    "text/tab-separated-values": "tsv",
     XLSX: "xlsx",
 }
 """Stored (non-native) formats the engine extracts, by MIME type."""
-
-_KNOWN_EXTENSIONS = frozenset(
-    {"txt", "md", "markdown", "html", "htm", "pdf", "docx", "csv", "xlsx"}
-)
 
 
 def download_extension(item: dict[str, Any]) -> str | None:
@@ -72,7 +70,7 @@ def download_extension(item: dict[str, Any]) -> str | None:
     name = str(item.get("name", ""))
     ext = str(item.get("fileExtension") or (name.rsplit(".", 1)[1] if "." in name else ""))
     ext = ext.lower()
-    if ext in _KNOWN_EXTENSIONS:
+    if ext in SUPPORTED_EXTENSIONS:
         return ext
     return DOWNLOAD_EXTENSIONS.get(str(item.get("mimeType", "")))
 
