@@ -159,7 +159,6 @@ def test_extract_html_keeps_headings_and_drops_scripts_and_styles() -> None:
     result = extract(HTML_PAGE, "html")
     assert result.title == "Kestrel FAQ"
     assert result.text == (
-        "Home\n\n"
         "# Frequently asked questions\n\n"
         "The Kestrel thermostat learns your schedule.\nIt needs Wi-Fi.\n\n"
         "## Setup\n\n"
@@ -169,7 +168,7 @@ def test_extract_html_keeps_headings_and_drops_scripts_and_styles() -> None:
         "### Reset\n\n"
         "Hold the dial for 10 s."
     )
-    for hidden in ("tracking pixel", "secret", "color: red", "enable javascript"):
+    for hidden in ("tracking pixel", "secret", "color: red", "enable javascript", "Home"):
         assert hidden not in result.text
 
 

@@ -247,6 +247,8 @@ def _hard_split(text: str, start: int, end: int, budget: int) -> Iterator[tuple[
 
 def _pack(text: str, units: list[_Unit], budget: int) -> Iterator[tuple[int, int]]:
     """Group units into pieces: ``(first, last)`` index ranges, ``last`` exclusive."""
+    draws = [_draw(text, unit) for unit in units]
+    rate = ANCHORS_PER_BUDGET / budget
     min_fill = int(budget * MIN_FILL)
     count = len(units)
     first = 0
@@ -256,40 +258,39 @@ def _pack(text: str, units: list[_Unit], budget: int) -> Iterator[tuple[int, int
         while last < count:
             unit = units[last]
             if unit.end - origin > budget:
-                last = _strongest_break(text, units, first, last, origin + min_fill)
+                last = _strongest_break(units, draws, first, last, origin + min_fill)
                 break
-            if units[last - 1].end - origin >= min_fill and _is_anchor(text, unit, budget):
-                break
+            if units[last - 1].end - origin >= min_fill and draws[last] < -math.expm1(
+                -rate * (unit.end - unit.start)
+            ):
+                break  # an anchor: likelier for longer units, about 2 per budget of text
             last += 1
         yield first, last
         first = last
 
 
-def _strongest_break(text: str, units: list[_Unit], first: int, overflow: int, min_end: int) -> int:
+def _strongest_break(
+    units: list[_Unit], draws: list[float], first: int, overflow: int, min_end: int
+) -> int:
     """Where a full piece ends: the strongest break that leaves it ``min_end`` long.
 
-    Among equally strong breaks the one with the lowest anchor draw wins, so two
-    pieces that started at different places still tend to pick the same break.
+    Among equally strong breaks the one with the lowest draw wins, so two pieces
+    that started at different places still tend to pick the same break.
     """
-    best, best_key = overflow, (-units[overflow].strength, _draw(text, units[overflow]))
+    best, best_key = overflow, (-units[overflow].strength, draws[overflow])
     for candidate in range(overflow - 1, first, -1):
         if units[candidate - 1].end < min_end:
             break
-        key = (-units[candidate].strength, _draw(text, units[candidate]))
+        key = (-units[candidate].strength, draws[candidate])
         if key < best_key:
             best, best_key = candidate, key
     return best
 
 
 def _draw(text: str, unit: _Unit) -> float:
+    """A number in [0, 1) that depends only on the unit's text (stable across processes)."""
     digest = hashlib.blake2b(text[unit.start : unit.end].encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2.0**64
-
-
-def _is_anchor(text: str, unit: _Unit, budget: int) -> bool:
-    """Content-defined: a hash of the unit's text, likelier for longer units."""
-    rate = ANCHORS_PER_BUDGET / budget
-    return _draw(text, unit) < -math.expm1(-rate * (unit.end - unit.start))
 
 
 def _overlap_start(text: str, window_start: int, piece_start: int) -> int:

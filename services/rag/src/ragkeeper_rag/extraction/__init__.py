@@ -55,9 +55,6 @@ _EXTRACTORS: dict[str, tuple[str, Callable[[bytes], Extracted]]] = {
 
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(_EXTRACTORS)
 
-EMPTY = Extracted(text="", title=None, tables=[])
-
-
 def extract(data: bytes, extension: str) -> Extracted:
     """Turn the bytes of one file into text (and tables for tabular formats).
 
@@ -74,7 +71,7 @@ def extract(data: bytes, extension: str) -> Extracted:
         raise ExtractionError(f"unsupported format: {extension!r}")
     failure, extractor = entry
     if not data or data.isspace():
-        return EMPTY
+        return Extracted(text="", title=None, tables=[])
     try:
         result = extractor(data)
     except ExtractionError:

@@ -8,7 +8,8 @@ than stored as garbage that would pollute search results.
 
 HTML becomes text by marking the tree, not by recursion: headings are replaced
 by ``#`` lines, block elements get paragraph or line-break sentinels, scripts
-and styles are dropped, and a single ``get_text`` pass plus whitespace
+and styles (and navigation menus, which repeat on every page of a site) are
+dropped, and a single ``get_text`` pass plus whitespace
 folding produces the result. That keeps the work linear in the document size.
 """
 
@@ -132,7 +133,9 @@ _KEEP_SPACE = "\ue002"
 """Private-use sentinels for paragraph breaks, line breaks and the spaces of ``<pre>``:
 all other whitespace in the source is folded."""
 
-_DROP = ("script", "style", "noscript", "template", "svg", "canvas", "iframe", "object", "head")
+_DROP = (
+    "script", "style", "noscript", "template", "svg", "canvas", "iframe", "object", "head", "nav",
+)  # fmt: skip
 _HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
 _BLOCKS = (
     "p", "div", "section", "article", "main", "aside", "header", "footer", "nav", "form",
