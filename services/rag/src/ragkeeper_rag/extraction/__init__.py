@@ -55,6 +55,7 @@ _EXTRACTORS: dict[str, tuple[str, Callable[[bytes], Extracted]]] = {
 
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(_EXTRACTORS)
 
+
 def extract(data: bytes, extension: str) -> Extracted:
     """Turn the bytes of one file into text (and tables for tabular formats).
 
