@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp.web
 import jsonpatch
 import kmock
 import kopf
@@ -58,6 +59,7 @@ class ApiServer(kmock.KubernetesEmulator):
     """
 
     _last_version = 0
+    namespaces: tuple[str, ...] = ("default",)
 
     def _next_version(self) -> str:
         type(self)._last_version += 1
@@ -77,7 +79,7 @@ class ApiServer(kmock.KubernetesEmulator):
         elif request.resource is not None and request.action == kmock.action.UPDATE:
             version = self._next_version()
             key = (request.resource, request.namespace, request.name)
-            current = self.objects.get(key, None)
+            current = self.objects[key] if key in self.objects else None  # noqa: SIM401
             generation = int(((current or {}).get("metadata") or {}).get("generation") or 1)
             if isinstance(data, dict):
                 touches_spec = "spec" in data and request.subresource is None
@@ -94,15 +96,34 @@ class ApiServer(kmock.KubernetesEmulator):
         elif request.resource is not None and request.action == kmock.action.DELETE:
             key = (request.resource, request.namespace, request.name)
             if key in self.objects and not self.objects[key].deleted:
-                self.objects[key]["metadata"] = {
-                    **self.objects[key]["metadata"],
-                    "resourceVersion": self._next_version(),
-                }
+                self.objects[key].patch({"metadata": {"resourceVersion": self._next_version()}})
         try:
             return await super()._handle(request)
         except (jsonpatch.JsonPatchTestFailed, jsonpatch.JsonPatchConflict) as exc:
             # The API server answers a failed JSON Patch "test" op with 422; kopf re-reads then.
             raise kmock.KubernetesError(status=422, reason="Invalid", message=str(exc)) from exc
+
+    async def __call__(self, raw_request: Any) -> Any:
+        # kmock 0.8 cannot parse /api/v1/namespaces (it reads "namespaces" as the namespace
+        # prefix), which kopf lists and watches when WATCH_NAMESPACES is set: serve it here.
+        if raw_request.path == "/api/v1/namespaces":
+            return await self._serve_namespaces(raw_request)
+        return await super().__call__(raw_request)
+
+    async def _serve_namespaces(self, raw_request: Any) -> Any:
+        items = [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "uid": name}}
+            for name in self.namespaces
+        ]
+        if raw_request.query.get("watch") != "true":
+            version = str(type(self)._last_version)
+            return aiohttp.web.json_response(
+                {"metadata": {"resourceVersion": version}, "items": items}
+            )
+        response = aiohttp.web.StreamResponse()
+        await response.prepare(raw_request)
+        await asyncio.Event().wait()  # no namespace ever changes; kopf disconnects on exit
+        return response
 
     async def _serve_list(self, request: Any) -> Any:
         payload = await super()._serve_list(request)

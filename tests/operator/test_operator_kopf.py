@@ -138,3 +138,299 @@ async def test_create_makes_one_owned_cronjob(k8s: Cluster, operator: Runtime) -
     assert body["status"]["observedGeneration"] == 1
     assert len(k8s.all("batch/v1/cronjobs", NAMESPACE)) == 1
     await eventually(lambda: event_reasons(k8s, "team-docs") >= {"CronJobCreated", "CronJobReady"})
+
+
+async def test_spec_change_patches_the_cronjob(k8s: Cluster, operator: Runtime) -> None:
+    await prepare(k8s)
+    await k8s.create_datasource(local_datasource())
+    await eventually(ready(k8s, "team-docs"))
+    first_uid = cronjob(k8s, "team-docs")["metadata"]["uid"]  # type: ignore[index]
+
+    await k8s.patch_datasource(
+        NAMESPACE, "team-docs", {"spec": {"schedule": "0 3 * * *", "timeZone": "Europe/Berlin"}}
+    )
+
+    patched = await eventually(
+        lambda: (cj := cronjob(k8s, "team-docs")) and cj["spec"]["schedule"] == "0 3 * * *" and cj
+    )
+    assert patched["spec"]["timeZone"] == "Europe/Berlin"
+    assert patched["metadata"]["uid"] == first_uid, "patched in place, not re-created"
+    body = await eventually(
+        lambda: (
+            (b := k8s.obj(DS, NAMESPACE, "team-docs"))
+            and b["status"].get("observedGeneration") == 2
+            and b
+        )
+    )
+    assert condition(body, "Ready")["status"] == "True"  # type: ignore[index]
+    await eventually(lambda: "CronJobUpdated" in event_reasons(k8s, "team-docs"))
+
+
+async def test_suspend_is_honoured(k8s: Cluster, operator: Runtime) -> None:
+    await prepare(k8s)
+    await k8s.create_datasource(local_datasource(suspend=True))
+
+    body = await eventually(ready(k8s, "team-docs", "True", "Suspended"))
+    assert cronjob(k8s, "team-docs")["spec"]["suspend"] is True  # type: ignore[index]
+    assert "suspended" in condition(body, "Ready")["message"]  # type: ignore[index]
+
+    await k8s.patch_datasource(NAMESPACE, "team-docs", {"spec": {"suspend": False}})
+    await eventually(ready(k8s, "team-docs", "True", "CronJobReady"))
+    assert cronjob(k8s, "team-docs")["spec"]["suspend"] is False  # type: ignore[index]
+
+
+async def test_invalid_spec_sets_condition_and_operator_keeps_working(
+    k8s: Cluster, operator: Runtime
+) -> None:
+    await prepare(k8s)
+    await k8s.create_datasource(local_datasource("broken", schedule="61 * * * *"))
+    await k8s.create_datasource(local_datasource("unknown", colour="blue"))
+
+    broken = await eventually(ready(k8s, "broken", "False", "InvalidSchedule"))
+    assert "61 * * * *" in condition(broken, "Ready")["message"]  # type: ignore[index]
+    await eventually(ready(k8s, "unknown", "False", "UnknownFields"))
+    await eventually(lambda: "InvalidSchedule" in event_reasons(k8s, "broken"))
+    warnings = [e for e in k8s.events("broken") if e["reason"] == "InvalidSchedule"]
+    assert warnings[0]["type"] == "Warning"
+    assert cronjob(k8s, "broken") is None
+
+    await k8s.create_datasource(local_datasource("healthy"))
+    await eventually(ready(k8s, "healthy", "True"))
+
+    await k8s.patch_datasource(NAMESPACE, "broken", {"spec": {"schedule": "@hourly"}})
+    await eventually(ready(k8s, "broken", "True"))
+    assert cronjob(k8s, "broken")["spec"]["schedule"] == "@hourly"  # type: ignore[index]
+    assert operator.metrics.reconciliations.labels(result="invalid")._value.get() >= 2
+
+
+async def test_missing_secret_heals_when_created(k8s: Cluster, operator: Runtime) -> None:
+    await k8s.create_pvc(NAMESPACE, "docs")
+    await k8s.create_datasource(local_datasource())
+
+    await eventually(ready(k8s, "team-docs", "False", "SecretNotFound"))
+    assert cronjob(k8s, "team-docs") is None
+
+    await k8s.create_secret(NAMESPACE, "ragkeeper-database", ["DATABASE_URL"])
+
+    await eventually(ready(k8s, "team-docs", "True"))
+    assert cronjob(k8s, "team-docs") is not None
+    reasons = event_reasons(k8s, "team-docs")
+    assert {"SecretNotFound", "CronJobReady"} <= reasons
+
+
+async def test_missing_claim_and_credentials_key_are_reported(
+    k8s: Cluster, operator: Runtime
+) -> None:
+    await k8s.create_secret(NAMESPACE, "ragkeeper-database", ["DATABASE_URL"])
+    await k8s.create_secret(NAMESPACE, "drive", ["token.json"])
+    await k8s.create_datasource(local_datasource())
+    await k8s.create_datasource(drive_datasource())
+
+    local = await eventually(ready(k8s, "team-docs", "False", "VolumeClaimNotFound"))
+    drive = await eventually(ready(k8s, "handbook", "False", "SecretKeyNotFound"))
+    assert "docs" in condition(local, "Ready")["message"]  # type: ignore[index]
+    assert "credentials.json" in condition(drive, "Ready")["message"]  # type: ignore[index]
+
+    await k8s.create_pvc(NAMESPACE, "docs")
+    await eventually(ready(k8s, "team-docs", "True"))
+
+
+async def test_finished_pods_become_last_run_and_conditions(
+    k8s: Cluster, operator: Runtime
+) -> None:
+    await prepare(k8s)
+    await k8s.create_datasource(local_datasource())
+    await eventually(ready(k8s, "team-docs"))
+    template = cronjob(k8s, "team-docs")["spec"]["jobTemplate"]  # type: ignore[index]
+    job = {"metadata": {"name": "ragkeeper-team-docs-29000000", "namespace": NAMESPACE}}
+    job["spec"] = template["spec"]
+
+    logs = '{"level": "info", "message": "done"}\n' + stats(files_failed=2, status="partial")
+    await k8s.finish_pod(job, exit_code=0, message=logs, finished_at="2026-01-01T10:00:00Z")
+
+    def run_recorded() -> dict[str, Any] | None:
+        body = k8s.obj(DS, NAMESPACE, "team-docs")
+        cond = condition(body, "LastRunSucceeded")
+        return body if cond and cond["reason"] == "CompletedWithErrors" else None
+
+    body = await eventually(run_recorded)
+    last_run = body["status"]["lastRun"]
+    assert (last_run["files_added"], last_run["documents_total"]) == (3, 12)
+    assert last_run["job_name"] == "ragkeeper-team-docs-29000000"
+    assert body["status"]["lastSuccessfulTime"] == "2026-01-01T10:00:00Z"
+    assert condition(body, "LastRunSucceeded")["status"] == "True"  # type: ignore[index]
+    labels = {"namespace": NAMESPACE, "datasource": "team-docs"}
+    assert operator.metrics.documents.labels(**labels)._value.get() == 12
+    assert operator.metrics.files_failed.labels(**labels)._value.get() == 2
+
+    await k8s.finish_pod(
+        job,
+        exit_code=3,
+        message=stats(status="failed", errors=[{"file": "", "error": "invalid_grant"}]),
+        finished_at="2026-01-01T11:00:00Z",
+    )
+
+    def failed() -> dict[str, Any] | None:
+        body = k8s.obj(DS, NAMESPACE, "team-docs")
+        cond = condition(body, "LastRunSucceeded")
+        return body if cond and cond["status"] == "False" else None
+
+    body = await eventually(failed)
+    cond = condition(body, "LastRunSucceeded")
+    assert cond["reason"] == "CredentialsInvalid"  # type: ignore[index]
+    assert "invalid_grant" in cond["message"]  # type: ignore[index]
+    assert body["status"]["lastSuccessfulTime"] == "2026-01-01T10:00:00Z"
+    assert body["status"]["lastRun"]["exit_code"] == 3
+    await eventually(lambda: "CredentialsInvalid" in event_reasons(k8s, "team-docs"))
+
+
+async def test_crashed_pod_without_stats_is_a_failed_run(k8s: Cluster, operator: Runtime) -> None:
+    await prepare(k8s)
+    await k8s.create_datasource(local_datasource())
+    await eventually(ready(k8s, "team-docs"))
+    template = cronjob(k8s, "team-docs")["spec"]["jobTemplate"]  # type: ignore[index]
+    job = {"metadata": {"name": "ragkeeper-team-docs-1", "namespace": NAMESPACE}}
+    job["spec"] = template["spec"]
+
+    await k8s.finish_pod(job, exit_code=2, message="Traceback ...\nConfigurationError: bad model")
+
+    def failed() -> dict[str, Any] | None:
+        body = k8s.obj(DS, NAMESPACE, "team-docs")
+        cond = condition(body, "LastRunSucceeded")
+        return body if cond and cond["reason"] == "ConfigurationInvalid" else None
+
+    body = await eventually(failed)
+    assert body["status"]["lastRun"]["status"] == "failed"
+    assert "bad model" in body["status"]["lastRun"]["message"]
+    assert "lastSuccessfulTime" not in body["status"]
+
+
+async def test_sync_annotation_creates_one_job_per_value(k8s: Cluster, operator: Runtime) -> None:
+    await prepare(k8s)
+    await k8s.create_datasource(local_datasource())
+    await eventually(ready(k8s, "team-docs"))
+    key = builders.SYNC_REQUEST_ANNOTATION
+
+    await k8s.patch_datasource(
+        NAMESPACE, "team-docs", {"metadata": {"annotations": {key: "2026-01-01T12:00:00Z"}}}
+    )
+    jobs = await eventually(lambda: k8s.all("batch/v1/jobs", NAMESPACE))
+    assert len(jobs) == 1
+    job = jobs[0]
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "CronJob"
+    assert env_of(job)["RUN_MODE"] == "single"
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+    await eventually(
+        lambda: (k8s.obj(DS, NAMESPACE, "team-docs") or {}).get("status", {}).get("lastSyncRequest")
+    )
+
+    # Touching something else (or re-applying the same value) starts nothing new.
+    await k8s.patch_datasource(
+        NAMESPACE, "team-docs", {"metadata": {"annotations": {"team": "search"}}}
+    )
+    await k8s.patch_datasource(
+        NAMESPACE, "team-docs", {"metadata": {"annotations": {key: "2026-01-01T13:00:00Z"}}}
+    )
+    await eventually(lambda: len(k8s.all("batch/v1/jobs", NAMESPACE)) == 2)
+    names = {j["metadata"]["name"] for j in k8s.all("batch/v1/jobs", NAMESPACE)}
+    assert len(names) == 2
+    await eventually(lambda: "SyncStarted" in event_reasons(k8s, "team-docs"))
+
+
+async def test_delete_with_delete_policy_purges_then_releases(
+    k8s: Cluster, operator: Runtime
+) -> None:
+    await prepare(k8s)
+    created = await k8s.create_datasource(local_datasource())
+    await eventually(ready(k8s, "team-docs"))
+    await eventually(
+        lambda: (
+            "ragkeeper.dev/purge"
+            in (
+                (k8s.obj(DS, NAMESPACE, "team-docs") or {}).get("metadata", {}).get("finalizers")
+                or []
+            )
+        )
+    )
+
+    await k8s.delete_datasource(NAMESPACE, "team-docs")
+
+    purge = await eventually(
+        lambda: [j for j in k8s.all("batch/v1/jobs", NAMESPACE) if "purge" in j["metadata"]["name"]]
+    )
+    job = purge[0]
+    env = env_of(job)
+    assert env["RUN_MODE"] == "purge"
+    assert env["RAG_PIPELINE_ID"] == f"{NAMESPACE}/team-docs"
+    assert "ownerReferences" not in job["metadata"]
+    assert (
+        job["metadata"]["annotations"]["ragkeeper.dev/datasource-uid"] == created["metadata"]["uid"]
+    )
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+    assert cronjob(k8s, "team-docs")["spec"]["suspend"] is True  # type: ignore[index]
+    still_there = k8s.obj(DS, NAMESPACE, "team-docs")
+    assert still_there is not None and still_there["metadata"].get("deletionTimestamp")
+
+    await k8s.complete_job(NAMESPACE, job["metadata"]["name"])
+
+    await eventually(lambda: k8s.obj(DS, NAMESPACE, "team-docs") is None)
+    assert "Purged" in event_reasons(k8s, "team-docs")
+
+
+async def test_delete_with_retain_policy_skips_the_purge(k8s: Cluster, operator: Runtime) -> None:
+    await prepare(k8s)
+    await k8s.create_datasource(local_datasource(deletionPolicy="Retain"))
+    await eventually(ready(k8s, "team-docs"))
+    body = k8s.obj(DS, NAMESPACE, "team-docs")
+    assert "ragkeeper.dev/purge" not in (body["metadata"].get("finalizers") or [])  # type: ignore[index]
+
+    await k8s.delete_datasource(NAMESPACE, "team-docs")
+
+    await eventually(lambda: k8s.obj(DS, NAMESPACE, "team-docs") is None)
+    assert k8s.all("batch/v1/jobs", NAMESPACE) == []
+
+
+async def test_cronjob_schedule_is_mirrored_and_deleted_cronjob_recreated(
+    k8s: Cluster, operator: Runtime
+) -> None:
+    await prepare(k8s)
+    await k8s.create_datasource(local_datasource())
+    await eventually(ready(k8s, "team-docs"))
+    name = builders.cronjob_name("team-docs")
+
+    await k8s.call(
+        "PATCH",
+        f"/apis/batch/v1/namespaces/{NAMESPACE}/cronjobs/{name}/status",
+        {"status": {"lastScheduleTime": "2026-01-01T09:45:00Z"}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    await eventually(
+        lambda: (
+            (k8s.obj(DS, NAMESPACE, "team-docs") or {}).get("status", {}).get("lastScheduleTime")
+            == "2026-01-01T09:45:00Z"
+        )
+    )
+
+    await k8s.call("DELETE", f"/apis/batch/v1/namespaces/{NAMESPACE}/cronjobs/{name}")
+    await eventually(lambda: cronjob(k8s, "team-docs") is not None)
+
+
+async def test_only_watched_namespaces_are_served(k8s: Cluster) -> None:
+    from tests.operator.conftest import fast_settings
+    from tests.operator.harness import running_operator
+
+    k8s.api.namespaces = (NAMESPACE, "elsewhere")
+    await prepare(k8s)
+    await k8s.create_secret("elsewhere", "ragkeeper-database", ["DATABASE_URL"])
+    await k8s.create_pvc("elsewhere", "docs")
+    other = local_datasource("other")
+    other["metadata"]["namespace"] = "elsewhere"
+
+    settings = fast_settings(k8s.kubeconfig, watch_namespaces=(NAMESPACE,))
+    async with running_operator(settings):
+        await k8s.create_datasource(other)
+        await k8s.create_datasource(local_datasource())
+        await eventually(ready(k8s, "team-docs"))
+        # The other namespace's DataSource was created first and is still untouched.
+        assert k8s.obj(DS, "elsewhere", "other").get("status") is None  # type: ignore[union-attr]
+        assert k8s.all("batch/v1/cronjobs", "elsewhere") == []

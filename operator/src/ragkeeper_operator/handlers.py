@@ -27,7 +27,9 @@ from ragkeeper_operator.spec import DependencyMissing, InvalidSpec
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "ragkeeper.dev"
+# kopf ignores annotations under its own storage prefix, so it must differ from the
+# user-facing ragkeeper.dev/ annotations (sync-requested-at).
+PREFIX = "operator.ragkeeper.dev"
 FINALIZER = "ragkeeper.dev/purge"
 MANAGED = {builders.MANAGED_BY_LABEL: builders.MANAGED_BY}
 OWNED_PODS: dict[str, Any] = {
