@@ -100,6 +100,9 @@ class _LoadedModel:
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
+        # Idle worker threads would otherwise busy-wait between runs, burning the
+        # CPU that a pod shares with its neighbours (and with our own event loop).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
         )
