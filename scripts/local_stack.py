@@ -47,9 +47,23 @@ def main() -> int:
         "EMBEDDING_PROVIDER": os.environ.get("EMBEDDING_PROVIDER", "offline"),
     }
     job = subprocess.run(
-        [sys.executable, "-m", "ragkeeper_rag", "--pipeline", "local", "--mode", "single",
-         "--directory", str(args.docs), "--pipeline-id", "local/examples"],
-        env=env, stdout=subprocess.PIPE, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "ragkeeper_rag",
+            "--pipeline",
+            "local",
+            "--mode",
+            "single",
+            "--directory",
+            str(args.docs),
+            "--pipeline-id",
+            "local/examples",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
     )
     stats = job.stdout.strip().splitlines()[-1] if job.stdout.strip() else "{}"
     print(f"ingestion exit code {job.returncode}; stats:\n{stats}")
@@ -61,9 +75,13 @@ def main() -> int:
         "HOST": "127.0.0.1",
         "PORT": str(args.port),
     }
-    print(f"agent: http://127.0.0.1:{args.port}/  (auth disabled: local stack only)", file=sys.stderr)
+    print(
+        f"agent: http://127.0.0.1:{args.port}/  (auth disabled: local stack only)", file=sys.stderr
+    )
     try:
-        return subprocess.run([sys.executable, "-m", "ragkeeper_agent"], env=serve_env, check=False).returncode
+        return subprocess.run(
+            [sys.executable, "-m", "ragkeeper_agent"], env=serve_env, check=False
+        ).returncode
     except KeyboardInterrupt:
         return 0
     finally:

@@ -15,7 +15,11 @@ def test_import_layering_contracts_hold() -> None:
     lint_imports = Path(sys.executable).with_name("lint-imports")
     proc = subprocess.run(
         [str(lint_imports), "--config", str(ROOT / ".importlinter")],
-        cwd=ROOT, capture_output=True, text=True, check=False, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 broken" in proc.stdout
@@ -23,8 +27,21 @@ def test_import_layering_contracts_hold() -> None:
 
 def test_makefile_has_the_documented_targets() -> None:
     makefile = (ROOT / "Makefile").read_text()
-    for target in ("help", "setup", "run", "test", "lint", "bench", "chart", "manifests", "images", "e2e"):
-        assert re.search(rf"^{target}:.*## ", makefile, re.M), f"make {target} missing or undocumented"
+    for target in (
+        "help",
+        "setup",
+        "run",
+        "test",
+        "lint",
+        "bench",
+        "chart",
+        "manifests",
+        "images",
+        "e2e",
+    ):
+        assert re.search(rf"^{target}:.*## ", makefile, re.M), (
+            f"make {target} missing or undocumented"
+        )
 
 
 def test_readme_gives_the_two_commands() -> None:

@@ -7,11 +7,7 @@ import io
 import random
 from pathlib import Path
 
-WORDS = (
-    "policy refund invoice shipping warranty laptop battery customer account password "
-    "holiday payroll onboarding security backup server network printer license contract "
-    "budget travel expense meeting deadline project release feature support ticket"
-).split()
+WORDS = ["policy", "refund", "invoice", "shipping", "warranty", "laptop", "battery", "customer", "account", "password", "holiday", "payroll", "onboarding", "security", "backup", "server", "network", "printer", "license", "contract", "budget", "travel", "expense", "meeting", "deadline", "project", "release", "feature", "support", "ticket"]
 
 
 def paragraph(rng: random.Random, n: int = 60) -> str:
@@ -51,7 +47,9 @@ def pdf_bytes(lines: list[str]) -> bytes:
     out.write(f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode())
     for off in offsets:
         out.write(f"{off:010d} 00000 n \n".encode())
-    out.write(f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode())
+    out.write(
+        f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    )
     return out.getvalue()
 
 
@@ -103,14 +101,28 @@ def write_mixed_corpus(root: Path, n: int, seed: int = 7) -> list[Path]:
             p.write_text("\n\n".join(paragraph(rng) for _ in range(4)))
         elif kind == "html":
             body = "".join(f"<p>{paragraph(rng)}</p>" for _ in range(3))
-            p.write_text(f"<html><head><title>Page {i}</title></head><body><h1>Page {i}</h1>{body}</body></html>")
+            p.write_text(
+                f"<html><head><title>Page {i}</title></head><body><h1>Page {i}</h1>{body}</body></html>"
+            )
         elif kind == "pdf":
             p.write_bytes(pdf_bytes([paragraph(rng, 10) for _ in range(8)]))
         elif kind == "docx":
             p.write_bytes(docx_bytes(f"Memo {i}", [paragraph(rng) for _ in range(3)]))
         elif kind == "csv":
-            p.write_text(csv_text([["sku", "name", "price"]] + [[f"SKU-{i}-{j}", rng.choice(WORDS), j * 1.5] for j in range(5)]))
+            p.write_text(
+                csv_text(
+                    [["sku", "name", "price"]]
+                    + [[f"SKU-{i}-{j}", rng.choice(WORDS), j * 1.5] for j in range(5)]
+                )
+            )
         else:
-            p.write_bytes(xlsx_bytes({"Q1": [["region", "sales"], ["north", i], ["south", i * 2]], "Q2": [["region", "sales"], ["east", 3]]}))
+            p.write_bytes(
+                xlsx_bytes(
+                    {
+                        "Q1": [["region", "sales"], ["north", i], ["south", i * 2]],
+                        "Q2": [["region", "sales"], ["east", 3]],
+                    }
+                )
+            )
         paths.append(p)
     return paths

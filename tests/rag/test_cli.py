@@ -11,14 +11,15 @@ import time
 from pathlib import Path
 
 import asyncpg
-import pytest
 
 from ..conftest import create_database
 from .corpus import write_mixed_corpus
 
 
 def job_env(database_url: str | None, tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "EMBEDDING_", "GOOGLE_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "EMBEDDING_", "GOOGLE_"))
+    }
     env.pop("DATABASE_URL", None)
     env.pop("RUN_MODE", None)
     if database_url:
@@ -32,7 +33,11 @@ def job_env(database_url: str | None, tmp_path: Path, **extra: str) -> dict[str,
 def run_job(env: dict[str, str], *args: str, timeout: float = 240) -> tuple[int, dict, str]:
     proc = subprocess.run(
         [sys.executable, "-m", "ragkeeper_rag", *args],
-        env=env, capture_output=True, text=True, timeout=timeout, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     last = proc.stdout.strip().splitlines()[-1]
     return proc.returncode, json.loads(last), proc.stderr
@@ -42,28 +47,63 @@ async def table_snapshot(url: str, pipeline_id: str) -> dict[str, list[tuple]]:
     conn = await asyncpg.connect(url)
     try:
         return {
-            "docs": [tuple(r) for r in await conn.fetch(
-                "SELECT source_id, content_hash, version FROM document_metadata WHERE pipeline_id=$1 ORDER BY 1", pipeline_id)],
-            "chunks": [tuple(r) for r in await conn.fetch(
-                "SELECT document_id, chunk_index, content_hash FROM documents WHERE pipeline_id=$1 ORDER BY 1, 2", pipeline_id)],
-            "rows": [tuple(r) for r in await conn.fetch(
-                "SELECT dataset_id, sheet, row_number, row_data::text FROM document_rows ORDER BY 1, 2, 3")],
+            "docs": [
+                tuple(r)
+                for r in await conn.fetch(
+                    "SELECT source_id, content_hash, version FROM document_metadata WHERE pipeline_id=$1 ORDER BY 1",
+                    pipeline_id,
+                )
+            ],
+            "chunks": [
+                tuple(r)
+                for r in await conn.fetch(
+                    "SELECT document_id, chunk_index, content_hash FROM documents WHERE pipeline_id=$1 ORDER BY 1, 2",
+                    pipeline_id,
+                )
+            ],
+            "rows": [
+                tuple(r)
+                for r in await conn.fetch(
+                    "SELECT dataset_id, sheet, row_number, row_data::text FROM document_rows ORDER BY 1, 2, 3"
+                )
+            ],
         }
     finally:
         await conn.close()
 
 
-async def test_single_run_prints_stats_and_writes_termination_log(database_url: str, tmp_path: Path) -> None:
+async def test_single_run_prints_stats_and_writes_termination_log(
+    database_url: str, tmp_path: Path
+) -> None:
     write_mixed_corpus(tmp_path / "docs", 14)
     (tmp_path / "docs" / "broken.pdf").write_bytes(b"%PDF-1.7 garbage")
-    env = job_env(database_url, tmp_path, RAG_PIPELINE_ID="ns/cli", RAG_WATCH_DIRECTORY=str(tmp_path / "docs"))
+    env = job_env(
+        database_url, tmp_path, RAG_PIPELINE_ID="ns/cli", RAG_WATCH_DIRECTORY=str(tmp_path / "docs")
+    )
     code, stats, stderr = run_job(env)
     assert code == 0, stderr
-    for key in ("pipeline_id", "pipeline_type", "run_mode", "status", "files_seen", "files_added",
-                "files_updated", "files_deleted", "files_unchanged", "files_failed",
-                "chunks_embedded", "chunks_reused", "errors", "duration"):
+    for key in (
+        "pipeline_id",
+        "pipeline_type",
+        "run_mode",
+        "status",
+        "files_seen",
+        "files_added",
+        "files_updated",
+        "files_deleted",
+        "files_unchanged",
+        "files_failed",
+        "chunks_embedded",
+        "chunks_reused",
+        "errors",
+        "duration",
+    ):
         assert key in stats
-    assert (stats["pipeline_id"], stats["run_mode"], stats["status"]) == ("ns/cli", "single", "partial")
+    assert (stats["pipeline_id"], stats["run_mode"], stats["status"]) == (
+        "ns/cli",
+        "single",
+        "partial",
+    )
     assert stats["files_added"] == 14 and stats["files_failed"] == 1
     assert stats["errors"][0]["file"] == "broken.pdf"
     assert json.loads((tmp_path / "termination-log").read_text()) == stats
@@ -77,19 +117,36 @@ async def test_single_run_prints_stats_and_writes_termination_log(database_url: 
 async def test_flags_override_env(database_url: str, tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x.md").write_text("# A\n\nalpha")
-    env = job_env(database_url, tmp_path, RAG_PIPELINE_ID="ns/env", RAG_WATCH_DIRECTORY="/nonexistent", RUN_MODE="purge")
-    code, stats, _ = run_job(env, "--mode", "single", "--directory", str(tmp_path / "a"), "--pipeline-id", "ns/flag")
+    env = job_env(
+        database_url,
+        tmp_path,
+        RAG_PIPELINE_ID="ns/env",
+        RAG_WATCH_DIRECTORY="/nonexistent",
+        RUN_MODE="purge",
+    )
+    code, stats, _ = run_job(
+        env, "--mode", "single", "--directory", str(tmp_path / "a"), "--pipeline-id", "ns/flag"
+    )
     assert code == 0 and stats["pipeline_id"] == "ns/flag" and stats["files_added"] == 1
 
 
-async def test_bad_configuration_exits_2_with_one_line_reason(database_url: str, tmp_path: Path) -> None:
-    env = job_env(database_url, tmp_path, RAG_PIPELINE_ID="ns/bad", RAG_WATCH_DIRECTORY=str(tmp_path / "missing"))
+async def test_bad_configuration_exits_2_with_one_line_reason(
+    database_url: str, tmp_path: Path
+) -> None:
+    env = job_env(
+        database_url,
+        tmp_path,
+        RAG_PIPELINE_ID="ns/bad",
+        RAG_WATCH_DIRECTORY=str(tmp_path / "missing"),
+    )
     code, stats, stderr = run_job(env)
     assert code == 2
     assert stats["status"] == "failed" and "does not exist" in stats["error"]
     assert "\n" not in stats["error"]
-    code, stats, _ = run_job(job_env(database_url, tmp_path, RAG_CHUNK_SIZE="many"), "--directory", str(tmp_path))
-    assert code == 2 and "chunk_size" in stats["error"]
+    code, stats, _ = run_job(
+        job_env(database_url, tmp_path, RAG_CHUNK_SIZE="many"), "--directory", str(tmp_path)
+    )
+    assert code == 2 and stats["error"].startswith("invalid setting RAG_CHUNK_SIZE:")
     code, stats, _ = run_job(job_env(None, tmp_path), "--directory", str(tmp_path))
     assert code == 2 and stats["error"] == "DATABASE_URL is not set"
 
@@ -97,7 +154,9 @@ async def test_bad_configuration_exits_2_with_one_line_reason(database_url: str,
 async def test_embedding_model_change_exits_2(database_url: str, tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "x.md").write_text("# X\n\nsome text")
-    env = job_env(database_url, tmp_path, RAG_PIPELINE_ID="ns/model", RAG_WATCH_DIRECTORY=str(tmp_path / "d"))
+    env = job_env(
+        database_url, tmp_path, RAG_PIPELINE_ID="ns/model", RAG_WATCH_DIRECTORY=str(tmp_path / "d")
+    )
     assert run_job(env)[0] == 0
     env["EMBEDDING_MODEL_CHOICE"] = "hashing-other-dimension"
     env["EMBEDDING_PROVIDER"] = "hashing"
@@ -106,10 +165,17 @@ async def test_embedding_model_change_exits_2(database_url: str, tmp_path: Path)
     assert code == 2 and "refusing to mix" in stats["error"]
 
 
-async def test_database_unreachable_exits_1_and_leaves_state(database_url: str, tmp_path: Path) -> None:
+async def test_database_unreachable_exits_1_and_leaves_state(
+    database_url: str, tmp_path: Path
+) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "x.md").write_text("# X\n\ntext")
-    env = job_env(database_url, tmp_path, RAG_PIPELINE_ID="ns/unreach", RAG_WATCH_DIRECTORY=str(tmp_path / "d"))
+    env = job_env(
+        database_url,
+        tmp_path,
+        RAG_PIPELINE_ID="ns/unreach",
+        RAG_WATCH_DIRECTORY=str(tmp_path / "d"),
+    )
     assert run_job(env)[0] == 0
     before = await table_snapshot(database_url, "ns/unreach")
     (tmp_path / "d" / "y.md").write_text("# Y\n\nnew")
@@ -123,7 +189,9 @@ async def test_purge_removes_only_this_pipeline(database_url: str, tmp_path: Pat
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "x.md").write_text("# X\n\ntext")
     for pid in ("ns/keep", "ns/purge"):
-        env = job_env(database_url, tmp_path, RAG_PIPELINE_ID=pid, RAG_WATCH_DIRECTORY=str(tmp_path / "d"))
+        env = job_env(
+            database_url, tmp_path, RAG_PIPELINE_ID=pid, RAG_WATCH_DIRECTORY=str(tmp_path / "d")
+        )
         assert run_job(env)[0] == 0
     code, stats, _ = run_job(env, "--mode", "purge")
     assert code == 0 and stats["run_mode"] == "purge" and stats["files_deleted"] == 1
@@ -140,8 +208,13 @@ async def test_sigkill_mid_run_then_rerun_converges(pg_admin_url: str, tmp_path:
     assert run_job(job_env(clean_url, tmp_path, **common))[0] == 0
 
     env = job_env(killed_url, tmp_path, **common)
-    proc = subprocess.Popen([sys.executable, "-m", "ragkeeper_rag"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ragkeeper_rag"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None
     deadline = time.monotonic() + 120
     for line in proc.stderr:  # wait until some documents are committed, then kill -9
@@ -149,6 +222,7 @@ async def test_sigkill_mid_run_then_rerun_converges(pg_admin_url: str, tmp_path:
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     partial = await table_snapshot(killed_url, "ns/kill")
     assert 0 < len(partial["docs"]) < 140
@@ -159,12 +233,21 @@ async def test_sigkill_mid_run_then_rerun_converges(pg_admin_url: str, tmp_path:
     assert await table_snapshot(killed_url, "ns/kill") == await table_snapshot(clean_url, "ns/kill")
 
 
-async def test_continuous_mode_stops_gracefully_on_sigterm(database_url: str, tmp_path: Path) -> None:
+async def test_continuous_mode_stops_gracefully_on_sigterm(
+    database_url: str, tmp_path: Path
+) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "x.md").write_text("# X\n\ntext")
-    env = job_env(database_url, tmp_path, RAG_PIPELINE_ID="ns/cont", RAG_WATCH_DIRECTORY=str(tmp_path / "d"))
-    proc = subprocess.Popen([sys.executable, "-m", "ragkeeper_rag", "--mode", "continuous", "--interval", "30"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = job_env(
+        database_url, tmp_path, RAG_PIPELINE_ID="ns/cont", RAG_WATCH_DIRECTORY=str(tmp_path / "d")
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ragkeeper_rag", "--mode", "continuous", "--interval", "30"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None
     for line in proc.stderr:
         if "sync finished" in line:
@@ -176,9 +259,13 @@ async def test_continuous_mode_stops_gracefully_on_sigterm(database_url: str, tm
     assert stats["run_mode"] == "continuous" and stats["files_added"] == 1
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
 def test_unreadable_entries_are_reported_not_fatal(tmp_path: Path) -> None:
-    """Run the walk as an unprivileged user so permissions really bite (root bypasses them)."""
+    """Unreadable files and directories are reported, the walk goes on.
+
+    Root bypasses file permissions through CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH; when the
+    tests run as root, the walk runs under ``setpriv`` with those capabilities dropped so the
+    permissions really bite.
+    """
     root = tmp_path / "tree"
     (root / "closed").mkdir(parents=True)
     (root / "closed" / "inner.md").write_text("hidden")
@@ -199,8 +286,22 @@ def test_unreadable_entries_are_reported_not_fatal(tmp_path: Path) -> None:
         "except FileSkipped as e:\n    out['fetch'] = str(e)\n"
         "print(json.dumps(out))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True,
-                          user="nobody", check=False, timeout=60)
+    drop = (
+        [
+            "setpriv",
+            "--bounding-set=-dac_override,-dac_read_search",
+            "--inh-caps=-dac_override,-dac_read_search",
+        ]
+        if os.geteuid() == 0
+        else []
+    )
+    proc = subprocess.run(
+        [*drop, sys.executable, "-c", code, str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["files"] == ["open.md", "secret.md"]

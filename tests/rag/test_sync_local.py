@@ -56,7 +56,11 @@ async def snapshot(store: KnowledgeStore, pipeline_id: str) -> dict[str, object]
         "JOIN document_metadata m ON m.id = r.dataset_id WHERE m.pipeline_id=$1 ORDER BY 1, 2, 3",
         pipeline_id,
     )
-    return {"docs": [tuple(r) for r in docs], "chunks": [tuple(r) for r in chunks], "rows": [tuple(r) for r in rows]}
+    return {
+        "docs": [tuple(r) for r in docs],
+        "chunks": [tuple(r) for r in chunks],
+        "rows": [tuple(r) for r in rows],
+    }
 
 
 async def test_first_sync_then_no_change_embeds_nothing(
@@ -73,7 +77,7 @@ async def test_first_sync_then_no_change_embeds_nothing(
     again = await eng.sync_once(source(tmp_path / "docs"), "t/first")
     assert (again.files_unchanged, again.files_added, again.files_updated) == (21, 0, 0)
     assert again.chunks_embedded == 0
-    # the only text embedded on the second run is the dimension probe, never a chunk
+    # nothing is embedded on the second run (the dimension probe goes through embed_query)
     assert embedder.texts[embedded:] == []
     assert again.documents_total == 21
 
@@ -112,7 +116,7 @@ async def test_editing_one_paragraph_reembeds_only_changed_chunks(
     assert second.files_updated == 1
     assert second.chunks_embedded <= 3, second
     assert second.chunks_reused >= total_chunks - 3
-    assert len(embedder.texts) - before == second.chunks_embedded + 1  # + the dimension probe
+    assert len(embedder.texts) - before == second.chunks_embedded
 
 
 async def test_rename_and_delete_propagate_without_reembedding(
@@ -130,7 +134,9 @@ async def test_rename_and_delete_propagate_without_reembedding(
     stats = await eng.sync_once(source(root), "t/rename")
     assert (stats.files_added, stats.files_deleted, stats.chunks_embedded) == (1, 2, 0)
     assert stats.chunks_reused > 0
-    assert [d.id for d in await store.list_documents(pipeline_id="t/rename")] == ["t/rename:renamed.md"]
+    assert [d.id for d in await store.list_documents(pipeline_id="t/rename")] == [
+        "t/rename:renamed.md"
+    ]
 
 
 async def test_touched_file_with_same_content_is_not_reextracted(
@@ -158,7 +164,8 @@ async def test_bad_files_are_reported_and_the_rest_is_kept(
     root.mkdir()
     (root / "good.md").write_text(markdown_doc(random.Random(5)))
     (root / "corrupt.pdf").write_bytes(b"%PDF-1.4\n this is not really a pdf \x00\x01")
-    (root / "junk.txt").write_bytes(bytes(random.Random(1).randrange(256) for _ in range(4096)))
+    junk = random.Random(1)
+    (root / "junk.txt").write_bytes(bytes(junk.randrange(256) for _ in range(4096)))
     (root / "empty.md").write_bytes(b"")
     (root / "huge-line.txt").write_text("word " * 400_000)
     (root / "loop").symlink_to(root, target_is_directory=True)
@@ -180,5 +187,7 @@ async def test_symlink_outside_root_is_refused(
     secret.write_text("do not ingest me")
     (root / "link.txt").symlink_to(secret)
     stats = await engine(store, embedder).sync_once(source(root), "t/escape")
-    assert stats.errors == [{"file": "link.txt", "error": "symlink points outside the watched directory"}]
+    assert stats.errors == [
+        {"file": "link.txt", "error": "symlink points outside the watched directory"}
+    ]
     assert await store.count_documents("t/escape") == 0

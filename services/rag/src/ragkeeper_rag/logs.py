@@ -19,6 +19,8 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Parser libraries (openpyxl, bs4) warn about odd files; log those as JSON lines too.
+    logging.captureWarnings(True)
     # Client libraries log request URLs at INFO; keep them out unless debugging.
     for noisy in ("httpx", "googleapiclient.discovery_cache", "google_auth_httplib2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

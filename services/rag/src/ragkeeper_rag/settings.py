@@ -59,9 +59,7 @@ class RagSettings(BaseSettings):
     pipeline_id: str | None = Field(
         None, validation_alias=AliasChoices("RAG_PIPELINE_ID", "pipeline_id")
     )
-    interval: float = Field(
-        60.0, gt=0, validation_alias=AliasChoices("CHECK_INTERVAL", "interval")
-    )
+    interval: float = Field(60.0, gt=0, validation_alias=AliasChoices("CHECK_INTERVAL", "interval"))
     database_url: SecretStr | None = Field(
         None, validation_alias=AliasChoices("DATABASE_URL", "database_url")
     )

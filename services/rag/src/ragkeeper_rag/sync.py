@@ -89,6 +89,16 @@ class _Prepared:
     pieces: list[tuple[str, str, dict[str, Any]]]  # (text, sha256, metadata)
 
 
+def _embedding_input(title: str | None, heading: str | None, text: str) -> str:
+    """What is embedded for a chunk: its text under its document title and heading path.
+
+    Only the title found *in the content* is used (not the file name), so renaming a
+    file leaves every chunk's input — and so its hash and vector — unchanged.
+    """
+    context = " > ".join(part for part in (title, heading) if part)
+    return f"{context}\n\n{text}" if context else text
+
+
 def sha256(data: bytes | str) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
@@ -151,14 +161,25 @@ class SyncEngine:
             else:
                 todo.append(f)
         logger.info(
-            "scan of %s: %d files, %d to check, full=%s", pipeline_id, len(scan.files), len(todo), scan.full
+            "scan of %s: %d files, %d to check, full=%s",
+            pipeline_id,
+            len(scan.files),
+            len(todo),
+            scan.full,
         )
 
         for start in range(0, len(todo), self.group_size):
             if stop.is_set():
                 raise Interrupted("stop requested; the cursor was not advanced")
-            await self._process_group(source, pipeline_id, todo[start : start + self.group_size], stored, stats)
-            logger.info("progress %s: %d/%d files checked", pipeline_id, min(start + self.group_size, len(todo)), len(todo))
+            await self._process_group(
+                source, pipeline_id, todo[start : start + self.group_size], stored, stats
+            )
+            logger.info(
+                "progress %s: %d/%d files checked",
+                pipeline_id,
+                min(start + self.group_size, len(todo)),
+                len(todo),
+            )
 
         listed = {f.source_id for f in scan.files}
         if scan.full:
@@ -211,7 +232,7 @@ class SyncEngine:
                 chunks = [
                     (
                         p.text,
-                        sha256(p.text),
+                        sha256(_embedding_input(extracted.title, p.heading, p.text)),
                         {
                             "title": title,
                             "source": f.path,
@@ -233,9 +254,11 @@ class SyncEngine:
         vectors = await self.store.existing_embeddings(hashes)
         missing: dict[str, str] = {}
         for p in prepared:
-            for text, h, _ in p.pieces:
+            for text, h, meta in p.pieces:
                 if h not in vectors:
-                    missing.setdefault(h, text)
+                    missing.setdefault(
+                        h, _embedding_input(p.extracted.title, meta["heading"], text)
+                    )
         if missing:
             new = await self.embedder.embed(list(missing.values()))
             vectors.update(zip(missing.keys(), new, strict=True))
@@ -252,9 +275,7 @@ class SyncEngine:
                 stats.files_added += 1
 
     @staticmethod
-    def _document(
-        pipeline_id: str, p: _Prepared, vectors: dict[str, list[float]]
-    ) -> DocumentWrite:
+    def _document(pipeline_id: str, p: _Prepared, vectors: dict[str, list[float]]) -> DocumentWrite:
         f = p.file
         rows: list[RowWrite] = []
         schema: dict[str, list[str]] | None = None
