@@ -214,8 +214,9 @@ async def test_missing_secret_heals_when_created(k8s: Cluster, operator: Runtime
 
     await eventually(ready(k8s, "team-docs", "True"))
     assert cronjob(k8s, "team-docs") is not None
-    reasons = event_reasons(k8s, "team-docs")
-    assert {"SecretNotFound", "CronJobReady"} <= reasons
+    await eventually(
+        lambda: event_reasons(k8s, "team-docs") >= {"SecretNotFound", "CronJobReady"}
+    )
 
 
 async def test_missing_claim_and_credentials_key_are_reported(
@@ -374,7 +375,7 @@ async def test_delete_with_delete_policy_purges_then_releases(
     await k8s.complete_job(NAMESPACE, job["metadata"]["name"])
 
     await eventually(lambda: k8s.obj(DS, NAMESPACE, "team-docs") is None)
-    assert "Purged" in event_reasons(k8s, "team-docs")
+    await eventually(lambda: "Purged" in event_reasons(k8s, "team-docs"))
 
 
 async def test_delete_with_retain_policy_skips_the_purge(k8s: Cluster, operator: Runtime) -> None:
