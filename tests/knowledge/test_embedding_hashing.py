@@ -27,7 +27,7 @@ async def test_same_text_same_vector_across_instances() -> None:
 def test_vectors_do_not_depend_on_the_hash_seed() -> None:
     code = (
         "import json; from ragkeeper_knowledge.embedding import HashingEmbedder; "
-        "print(json.dumps(HashingEmbedder(16).embed_sync('seed independent text')))"
+        "print(json.dumps(HashingEmbedder(16).vector_for('seed independent text')))"
     )
     outputs = []
     for seed in ("1", "2"):
@@ -36,7 +36,7 @@ def test_vectors_do_not_depend_on_the_hash_seed() -> None:
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
         )
         outputs.append(json.loads(result.stdout))
-    assert outputs[0] == outputs[1] == HashingEmbedder(16).embed_sync("seed independent text")
+    assert outputs[0] == outputs[1] == HashingEmbedder(16).vector_for("seed independent text")
 
 
 async def test_vectors_are_unit_length_with_the_configured_dimension() -> None:

@@ -57,8 +57,8 @@ class HashingEmbedder:
     def dimension(self) -> int:
         return self._dimension
 
-    def embed_sync(self, text: str) -> list[float]:
-        """Embed one text without a loop (handy in plain functions and fixtures)."""
+    def vector_for(self, text: str) -> list[float]:
+        """The vector of one text, without an event loop (handy in fixtures)."""
         vector = [0.0] * self._dimension
         for feature, weight in _features(text):
             digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest()
@@ -74,10 +74,10 @@ class HashingEmbedder:
         return [v / norm for v in vector]
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        return [self.embed_sync(text) for text in texts]
+        return [self.vector_for(text) for text in texts]
 
     async def embed_query(self, text: str) -> list[float]:
-        return self.embed_sync(text)
+        return self.vector_for(text)
 
     async def aclose(self) -> None:
         return None
