@@ -214,9 +214,7 @@ async def test_missing_secret_heals_when_created(k8s: Cluster, operator: Runtime
 
     await eventually(ready(k8s, "team-docs", "True"))
     assert cronjob(k8s, "team-docs") is not None
-    await eventually(
-        lambda: event_reasons(k8s, "team-docs") >= {"SecretNotFound", "CronJobReady"}
-    )
+    await eventually(lambda: event_reasons(k8s, "team-docs") >= {"SecretNotFound", "CronJobReady"})
 
 
 async def test_missing_claim_and_credentials_key_are_reported(
