@@ -38,6 +38,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import SecretStr
 
 from ragkeeper_rag.settings import RagSettings
 from ragkeeper_rag.sources.base import ScanResult, SourceFile
@@ -766,7 +767,7 @@ def make_source(fake: DriveFake, folder_id: str, **kw: Any) -> GoogleDriveSource
     clock = kw.pop("clock", None)
     settings = RagSettings(
         folder_id=folder_id,
-        google_drive_credentials_json=json.dumps(fake.service_account()),
+        google_drive_credentials_json=SecretStr(json.dumps(fake.service_account())),
         google_drive_api_endpoint=fake.url,
         **kw,
     )

@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ def fake() -> Iterator[DriveFake]:
         yield f
 
 
-def source_with(fake: DriveFake, folder_id: str | None = "x", **kw: object) -> GoogleDriveSource:
+def source_with(fake: DriveFake, folder_id: str | None = "x", **kw: Any) -> GoogleDriveSource:
     settings = RagSettings(folder_id=folder_id, google_drive_api_endpoint=fake.url, **kw)
     return GoogleDriveSource.from_settings(settings, retry=FAST_RETRY)
 

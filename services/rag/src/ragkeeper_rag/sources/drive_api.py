@@ -188,7 +188,8 @@ class DriveApi:
     def _wait(self, state: RetryCallState) -> float:
         policy = self._retry
         ceiling = min(policy.max_seconds, policy.base_seconds * 2 ** (state.attempt_number - 1))
-        delay = random.uniform(0, ceiling)  # nosec B311 - jitter, not cryptography
+        # full jitter; not a security use of randomness
+        delay = random.uniform(0, ceiling)  # nosec B311
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, HttpError):
             retry_after = exc.resp.get("retry-after", "")

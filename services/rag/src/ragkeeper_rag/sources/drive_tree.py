@@ -127,7 +127,7 @@ class DriveTree:
         changes: dict[str, dict[str, Any]] = {}
         extra = {"driveId": self.drive_id} if self.drive_id else {}
         page: str | None = token
-        new_token = ""
+        next_start = ""
         while page:
             try:
                 resp = await self.api.call(
@@ -151,12 +151,12 @@ class DriveTree:
                     changes.pop(change["fileId"], None)  # keep feed order of the latest state
                     changes[change["fileId"]] = change
             page = resp.get("nextPageToken")
-            new_token = str(resp.get("newStartPageToken") or new_token)
+            next_start = str(resp.get("newStartPageToken") or next_start)
         log.info("drive changes since last run: %s", len(changes))
         delta = TreeDelta()
         if not await self._fold(changes, state, delta):
             return None
-        return delta, new_token or token
+        return delta, next_start or token
 
     async def _fold(
         self, changes: dict[str, dict[str, Any]], state: TreeState, delta: TreeDelta
