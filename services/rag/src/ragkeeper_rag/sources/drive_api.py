@@ -197,12 +197,12 @@ class DriveApi:
                 delay = max(delay, min(float(retry_after), policy.max_seconds))
         return delay
 
-    def _before_sleep(self, state: RetryCallState) -> None:
+    def _before_sleep(self, kind: str, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         what = f"HTTP {exc.status_code}" if isinstance(exc, HttpError) else type(exc).__name__
         log.warning(
             "drive call retried: %s attempt %s got %s, sleeping %.2fs",
-            getattr(state, "kind", "?"),
+            kind,
             state.attempt_number,
             what,
             state.next_action.sleep if state.next_action else 0.0,
@@ -218,12 +218,11 @@ class DriveApi:
             stop=self._stop,
             wait=self._wait,
             retry=retry_if_exception(_retryable),
-            before_sleep=self._before_sleep,
+            before_sleep=functools.partial(self._before_sleep, kind),
             reraise=True,
         )
         try:
             for attempt in retrying:
-                attempt.retry_state.kind = kind  # type: ignore[attr-defined]
                 with attempt:
                     self._count(kind)
                     service = self._service()
