@@ -307,3 +307,40 @@ def test_unreadable_entries_are_reported_not_fatal(tmp_path: Path) -> None:
     assert out["files"] == ["open.md", "secret.md"]
     assert out["skipped"] == [["closed", "unreadable directory: Permission denied"]]
     assert out["fetch"] == "permission denied"
+
+
+async def test_refused_embedding_api_key_exits_3(database_url: str, tmp_path: Path) -> None:
+    """A 401 from the embedding API is a credentials problem, not a retryable one."""
+    import http.server
+    import threading
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(401)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"error": {"message": "Incorrect API key provided"}}')
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "d").mkdir()
+        (tmp_path / "d" / "x.md").write_text("# X\n\ntext")
+        env = job_env(
+            database_url,
+            tmp_path,
+            RAG_PIPELINE_ID="ns/key",
+            RAG_WATCH_DIRECTORY=str(tmp_path / "d"),
+            EMBEDDING_PROVIDER="openai",
+            EMBEDDING_API_KEY="sk-wrong-key-123",
+            EMBEDDING_BASE_URL=f"http://127.0.0.1:{server.server_port}/v1",
+        )
+        code, stats, stderr = run_job(env)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 3 and "HTTP 401" in stats["error"]
+    assert "sk-wrong-key-123" not in stderr + json.dumps(stats)

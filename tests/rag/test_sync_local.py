@@ -11,6 +11,7 @@ import pytest
 from ragkeeper_knowledge import KnowledgeStore
 from ragkeeper_knowledge.embedding import HashingEmbedder
 from ragkeeper_rag.extraction import SUPPORTED_EXTENSIONS
+from ragkeeper_rag.sources.base import FetchedContent, ScanResult, SourceFile
 from ragkeeper_rag.sources.local import LocalSource
 from ragkeeper_rag.sync import ChunkingOptions, SyncEngine
 
@@ -191,3 +192,53 @@ async def test_symlink_outside_root_is_refused(
         {"file": "link.txt", "error": "symlink points outside the watched directory"}
     ]
     assert await store.count_documents("t/escape") == 0
+
+
+class MovableSource:
+    """A source whose files keep their id when renamed (like Drive): the engine's contract only."""
+
+    pipeline_type = "test"
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[SourceFile, bytes]] = {}
+
+    def put(self, sid: str, name: str, data: bytes, version: str) -> None:
+        f = SourceFile(
+            source_id=sid,
+            path=f"folder/{name}",
+            title=name,
+            mime_type="text/plain",
+            version=version,
+            url=f"https://example.test/{sid}/{name}",
+        )
+        self.files[sid] = (f, data)
+
+    async def scan(self, cursor: object) -> ScanResult:
+        return ScanResult(files=[f for f, _ in self.files.values()], full=True)
+
+    async def fetch(self, file: SourceFile) -> FetchedContent:
+        return FetchedContent(
+            self.files[file.source_id][1], "text/plain", file.title.rsplit(".", 1)[1]
+        )
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_rename_with_same_version_updates_title_path_and_url(
+    store: KnowledgeStore, embedder: CountingEmbedder
+) -> None:
+    src = MovableSource()
+    src.put("id1", "old name.txt", b"plain words without a title", "v1")
+    src.put("id2", "titled.md", b"# Real Title\n\nbody", "v1")
+    eng = engine(store, embedder)
+    await eng.sync_once(src, "t/move")
+    src.put("id1", "new name.txt", b"plain words without a title", "v1")
+    src.put("id2", "renamed.md", b"# Real Title\n\nbody", "v1")
+    stats = await eng.sync_once(src, "t/move")
+    assert (stats.files_unchanged, stats.chunks_embedded) == (2, 0)
+    docs = {d.id: d for d in await store.list_documents(pipeline_id="t/move")}
+    assert docs["t/move:id1"].title == "new name.txt"
+    assert docs["t/move:id1"].path == "folder/new name.txt"
+    assert docs["t/move:id1"].url == "https://example.test/id1/new name.txt"
+    assert docs["t/move:id2"].title == "Real Title"  # a title from the content stays

@@ -7,7 +7,9 @@
     │   └── EmbeddingModelMismatch  store was built with another model/dimension
     ├── TransientError            may succeed on retry: database/API unreachable (exit 1)
     │   └── EmbeddingUnavailable    embedding API kept failing after retries
+    ├── CredentialsError          a key or token was refused (exit 3)
     └── EmbeddingError            the embedder rejected the input for good
+        └── EmbeddingCredentialsError  HTTP 401/403: the API key is wrong (also a CredentialsError)
 
 The ingestion job maps these types (never message text) to exit codes.
 """
@@ -35,5 +37,13 @@ class EmbeddingUnavailable(TransientError):
     """The embedding service kept failing (429/5xx/timeouts) after all retries."""
 
 
+class CredentialsError(KnowledgeError):
+    """A credential (API key, token) was refused; a human must fix it."""
+
+
 class EmbeddingError(KnowledgeError):
     """The embedding service rejected the request for good (4xx other than 429)."""
+
+
+class EmbeddingCredentialsError(EmbeddingError, CredentialsError):
+    """The embedding service refused the API key (HTTP 401/403)."""

@@ -58,6 +58,10 @@ class StoredVersion:
     source_id: str
     version: str
     content_hash: str
+    path: str | None = None
+    url: str | None = None
+    file_title: str | None = None
+    """The source's own name for the file (a title taken from the content wins over it)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,11 +169,14 @@ class KnowledgeStore:
 
     async def stored_versions(self, pipeline_id: str) -> dict[str, StoredVersion]:
         rows = await self._pool.fetch(
-            "SELECT source_id, version, content_hash FROM document_metadata WHERE pipeline_id = $1",
+            "SELECT source_id, version, content_hash, path, url, metadata ->> 'file_title' AS ft "
+            "FROM document_metadata WHERE pipeline_id = $1",
             pipeline_id,
         )
         return {
-            r["source_id"]: StoredVersion(r["source_id"], r["version"], r["content_hash"])
+            r["source_id"]: StoredVersion(
+                r["source_id"], r["version"], r["content_hash"], r["path"], r["url"], r["ft"]
+            )
             for r in rows
         }
 
@@ -255,14 +258,40 @@ class KnowledgeStore:
                     ],
                 )
 
-    async def update_version(self, pipeline_id: str, source_id: str, version: str) -> None:
-        """Content unchanged but the cheap token moved (e.g. touched file): remember it."""
+    async def update_version(
+        self,
+        pipeline_id: str,
+        source_id: str,
+        version: str,
+        *,
+        path: str | None = None,
+        url: str | None = None,
+        file_title: str | None = None,
+    ) -> None:
+        """Content unchanged but the file moved, was renamed or touched: update the location.
+
+        The document title follows the new file name only if it came from the file name
+        (a title found in the content stays).
+        """
         await self._pool.execute(
-            "UPDATE document_metadata SET version = $3, updated_at = now() "
-            "WHERE pipeline_id = $1 AND source_id = $2",
+            """
+            UPDATE document_metadata SET
+                version = $3,
+                path = coalesce($4, path),
+                url = coalesce($5, url),
+                title = CASE WHEN $6::text IS NOT NULL AND title = metadata ->> 'file_title'
+                             THEN $6 ELSE title END,
+                metadata = CASE WHEN $6::text IS NULL THEN metadata
+                                ELSE jsonb_set(metadata, '{file_title}', to_jsonb($6::text)) END,
+                updated_at = now()
+            WHERE pipeline_id = $1 AND source_id = $2
+            """,
             pipeline_id,
             source_id,
             version,
+            path,
+            url,
+            file_title,
         )
 
     async def delete_documents(self, pipeline_id: str, source_ids: Sequence[str]) -> int:

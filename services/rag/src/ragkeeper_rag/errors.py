@@ -53,6 +53,6 @@ def exit_code_for(exc: BaseException) -> int:
     """Map an exception to the job's exit code by its type, never its message."""
     if isinstance(exc, ConfigurationError | kerrors.ConfigurationError):
         return EXIT_CONFIGURATION
-    if isinstance(exc, CredentialsError):
+    if isinstance(exc, CredentialsError | kerrors.CredentialsError):
         return EXIT_CREDENTIALS
     return EXIT_RETRYABLE

@@ -156,10 +156,15 @@ class SyncEngine:
         todo: list[SourceFile] = []
         for f in scan.files:
             known = stored.get(f.source_id)
-            if known is not None and known.version == f.version:
-                stats.files_unchanged += 1
-            else:
+            if known is None or known.version != f.version:
                 todo.append(f)
+                continue
+            stats.files_unchanged += 1
+            if (known.path, known.url, known.file_title) != (f.path, f.url, f.title):
+                # renamed or moved without a content change (Drive keeps the file id)
+                await self.store.update_version(
+                    pipeline_id, f.source_id, f.version, path=f.path, url=f.url, file_title=f.title
+                )
         logger.info(
             "scan of %s: %d files, %d to check, full=%s",
             pipeline_id,
@@ -214,7 +219,14 @@ class SyncEngine:
                 digest = sha256(content.data)
                 known = stored.get(f.source_id)
                 if known is not None and known.content_hash == digest:
-                    await self.store.update_version(pipeline_id, f.source_id, f.version)
+                    await self.store.update_version(
+                        pipeline_id,
+                        f.source_id,
+                        f.version,
+                        path=f.path,
+                        url=f.url,
+                        file_title=f.title,
+                    )
                     stats.files_unchanged += 1
                     return None
                 try:
@@ -295,7 +307,7 @@ class SyncEngine:
             url=f.url,
             path=f.path,
             mime_type=f.mime_type,
-            metadata={**f.metadata, "size": f.size},
+            metadata={**f.metadata, "size": f.size, "file_title": f.title},
             chunks=[ChunkWrite(text, h, vectors[h], meta) for text, h, meta in p.pieces],
             schema=schema,
             rows=rows,

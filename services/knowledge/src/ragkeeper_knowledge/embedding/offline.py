@@ -87,7 +87,7 @@ class _LoadedModel:
 
     def __init__(self, spec: OfflineModelSpec, threads: int | None) -> None:
         try:
-            import onnxruntime as ort  # type: ignore[import-untyped]  # ships no stubs
+            import onnxruntime as ort  # ships no stubs (mypy override in pyproject)
             from tokenizers import Tokenizer
         except ImportError as exc:  # pragma: no cover - hard dependencies of this package
             raise ConfigurationError(

@@ -41,7 +41,12 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from ragkeeper_knowledge.errors import ConfigurationError, EmbeddingError, EmbeddingUnavailable
+from ragkeeper_knowledge.errors import (
+    ConfigurationError,
+    EmbeddingCredentialsError,
+    EmbeddingError,
+    EmbeddingUnavailable,
+)
 
 __all__ = ["OpenAICompatibleEmbedder"]
 
@@ -338,7 +343,8 @@ class OpenAICompatibleEmbedder:
                 retry_after=_parse_retry_after(response.headers.get("Retry-After")),
             )
         if not response.is_success:
-            raise EmbeddingError(
+            error = EmbeddingCredentialsError if status in (401, 403) else EmbeddingError
+            raise error(
                 f"embedding service {self._url} rejected the request with HTTP {status}: "
                 f"{self._redact(_server_reason(response))}"
             )

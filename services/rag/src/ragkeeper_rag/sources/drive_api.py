@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import google_auth_httplib2
-import httplib2  # type: ignore[import-untyped]
+import httplib2
 from google.auth import exceptions as gexc
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
