@@ -115,7 +115,9 @@ def test_prometheus_rule_covers_the_promised_alerts(rules: dict[str, Any]) -> No
             assert rule["annotations"]["summary"]
 
 
-def test_alert_rules_use_exported_metrics(rules: dict[str, Any], exported: dict[str, set[str]]):
+def test_alert_rules_use_exported_metrics(
+    rules: dict[str, Any], exported: dict[str, set[str]]
+) -> None:
     problems = []
     for group in rules["groups"]:
         for rule in group["rules"]:
@@ -160,7 +162,9 @@ def test_checker_flags_an_unknown_metric_and_label(exported: dict[str, set[str]]
     assert _check_expression(bad_label, exported) == [f"label 'name' unknown in {bad_label!r}"]
 
 
-def _alert_test(rules_file: Path, series: list[dict[str, str]], alert: str, fired: list[Any]):
+def _alert_test(
+    rules_file: Path, series: list[dict[str, str]], alert: str, fired: list[Any]
+) -> dict[str, Any]:
     return {
         "rule_files": [str(rules_file)],
         "evaluation_interval": "1m",
