@@ -122,8 +122,9 @@ def test_agent_follows_the_api_contract(rendered: dict[str, list[dict[str, Any]]
     assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    assert env["AUTH_MODE"]["value"] == "jwks"
+    assert env["AUTH_MODE"]["value"] == "jwt", "JWKS is AUTH_MODE=jwt with AUTH_JWKS_URL"
     assert env["AUTH_JWKS_URL"]["value"].startswith("https://")
+    assert "AUTH_JWT_SECRET" not in env
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
         "name": "ragkeeper-database",
         "key": "DATABASE_URL",
@@ -138,7 +139,7 @@ def test_auth_is_never_disabled(rendered: dict[str, list[dict[str, Any]]], scena
     container = named(rendered[scenario], "Deployment", "-agent")["spec"]["template"]["spec"][
         "containers"
     ][0]
-    assert _env(container)["AUTH_MODE"]["value"] in {"jwt", "jwks"}
+    assert _env(container)["AUTH_MODE"]["value"] == "jwt"
 
 
 def test_agent_and_operator_share_one_embedding_config(

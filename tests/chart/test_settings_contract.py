@@ -1,0 +1,89 @@
+"""The environment the chart renders is accepted by the services' own settings objects.
+
+Each container's env (ConfigMap references resolved from the rendered ConfigMap, Secret
+references replaced by plausible values) is loaded through the agent's `Settings` and the
+operator's `OperatorSettings`, so a renamed variable or a value the service refuses (say
+AUTH_MODE=jwks) fails here rather than in a crash-looping pod.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.chart.tools import by_kind, named
+
+SCENARIOS = ["minimal-values", "production-values", "namespaced-values", "manifests-values"]
+SECRET_VALUES = {
+    "DATABASE_URL": "postgresql://ragkeeper:s3cret@db.example.com:5432/ragkeeper",
+    "AUTH_JWT_SECRET": "x" * 48,
+}
+
+
+def _resolved_env(objects: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, str]:
+    configmaps = {cm["metadata"]["name"]: cm["data"] for cm in by_kind(objects, "ConfigMap")}
+    env: dict[str, str] = {}
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+            continue
+        source = item["valueFrom"]
+        if "configMapKeyRef" in source:
+            ref = source["configMapKeyRef"]
+            env[item["name"]] = configmaps[ref["name"]][ref["key"]]
+        else:
+            env[item["name"]] = SECRET_VALUES.get(item["name"], "k" * 40)
+    return env
+
+
+def _load_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_agent_settings_accept_the_rendered_env(
+    rendered: dict[str, list[dict[str, Any]]], scenario: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragkeeper_agent.settings import Settings
+
+    objects = rendered[scenario]
+    container = named(objects, "Deployment", "-agent")["spec"]["template"]["spec"]["containers"][0]
+    _load_env(monkeypatch, _resolved_env(objects, container))
+    settings = Settings()  # type: ignore[call-arg]
+    assert settings.host == "0.0.0.0"
+    assert settings.port == container["ports"][0]["containerPort"]
+    assert settings.auth_mode == "jwt"
+    assert settings.auth_jwt_secret.get_secret_value() or settings.auth_jwks_url
+    assert settings.rate_limit_per_minute > 0
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_operator_settings_accept_the_rendered_env(
+    rendered: dict[str, list[dict[str, Any]]], scenario: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragkeeper_operator.settings import OperatorSettings
+
+    objects = rendered[scenario]
+    container = named(objects, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][
+        0
+    ]
+    env = _resolved_env(objects, container)
+    _load_env(monkeypatch, env)
+    settings = OperatorSettings()
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert settings.metrics_port == ports["metrics"]
+    assert settings.health_port == ports["liveness"]
+    assert settings.rag_image == env["RAG_IMAGE"]
+    assert settings.rag_image.rsplit(":", 1)[0].endswith("/ragkeeper-rag")
+    assert list(settings.watch_namespaces) == [
+        r["metadata"]["namespace"] for r in by_kind(objects, "Role")
+    ]
+    assert settings.clusterwide is (not by_kind(objects, "Role"))
+    database_secret = named(objects, "Deployment", "-agent")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    db_ref = next(e for e in database_secret["env"] if e["name"] == "DATABASE_URL")
+    assert settings.database_secret_name == db_ref["valueFrom"]["secretKeyRef"]["name"]
+    assert settings.database_secret_key == db_ref["valueFrom"]["secretKeyRef"]["key"]
