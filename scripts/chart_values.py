@@ -47,6 +47,9 @@ _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 _OBJECT_LIST = {"type": "array", "items": {"type": "object"}}
 _DNS_LABEL = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
 
+# ragkeeper_knowledge's EmbeddingProvider minus "hashing" (a test double); tests keep them equal.
+EMBEDDING_PROVIDERS = ("offline", "openai", "ollama", "vllm", "tei")
+
 # Keys whose value is a free-form Kubernetes structure: typed by name, children not listed.
 FREE_FORM: dict[str, dict[str, Any]] = {
     "resources": _RESOURCES,
@@ -66,7 +69,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "security.runAsGroup": {"minimum": 1},
     "database.secretKey": {"minLength": 1},
     "database.bundled.runAsUser": {"minimum": 1},
-    "embedding.provider": {"enum": ["offline", "openai"]},
+    "embedding.provider": {"enum": list(EMBEDDING_PROVIDERS)},
     "agent.replicaCount": {"minimum": 1},
     "agent.port": _PORT,
     "agent.auth.mode": {"enum": ["jwt", "jwks"]},

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from ragkeeper_knowledge.embedding.factory import EmbeddingConfig
+from scripts import chart_values
 from tests.chart.tools import by_kind, named
 
 SCENARIOS = ["minimal-values", "production-values", "namespaced-values", "manifests-values"]
@@ -57,6 +59,19 @@ def test_agent_settings_accept_the_rendered_env(
     assert settings.auth_mode == "jwt"
     assert settings.auth_jwt_secret.get_secret_value() or settings.auth_jwks_url
     assert settings.rate_limit_per_minute > 0
+    embedding = EmbeddingConfig.from_env(_resolved_env(objects, container))
+    assert (
+        embedding.provider == named(objects, "ConfigMap", "-config")["data"]["EMBEDDING_PROVIDER"]
+    )
+    assert embedding.resolved_model
+
+
+def test_schema_offers_the_embedding_providers_the_store_knows() -> None:
+    from typing import get_args
+
+    from ragkeeper_knowledge.embedding.factory import EmbeddingProvider
+
+    assert set(chart_values.EMBEDDING_PROVIDERS) == set(get_args(EmbeddingProvider)) - {"hashing"}
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
