@@ -4,8 +4,8 @@ Supabase-compatible claims: ``sub`` is the user id and ``aud`` is ``authenticate
 by default. The JWKS is fetched with the service's own ``httpx.AsyncClient``
 (never a blocking client on the event loop), cached for ``AUTH_JWKS_CACHE_SECONDS``,
 and refetched early when a token names an unknown ``kid`` — that is how key
-rotation shows up — but at most once per ``_MIN_REFRESH_SECONDS`` so a flood of
-forged kids cannot hammer the identity provider.
+rotation shows up — but such early refetches happen at most once per
+``_MIN_REFRESH_SECONDS``, so a flood of forged kids cannot hammer the identity provider.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class JWKSCache:
         self._ttl = ttl_seconds
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
+        self._last_forced = float("-inf")
         self._lock = asyncio.Lock()
 
     async def _refresh(self) -> None:
@@ -60,13 +61,15 @@ class JWKSCache:
         logger.info("loaded %d signing key(s) from the JWKS", len(self._keys))
 
     async def key(self, kid: str) -> jwt.PyJWK:
-        now = time.monotonic()
-        if kid in self._keys and now - self._fetched_at < self._ttl:
+        if kid in self._keys and time.monotonic() - self._fetched_at < self._ttl:
             return self._keys[kid]
         async with self._lock:
-            age = time.monotonic() - self._fetched_at
-            stale = kid not in self._keys or age >= self._ttl
-            if stale and (age >= _MIN_REFRESH_SECONDS or not self._keys):
+            now = time.monotonic()
+            if now - self._fetched_at >= self._ttl:
+                await self._refresh()
+            elif kid not in self._keys and now - self._last_forced >= _MIN_REFRESH_SECONDS:
+                # An unknown kid is how a key rotation shows up; refetch, but rarely.
+                self._last_forced = now
                 await self._refresh()
         try:
             return self._keys[kid]

@@ -95,6 +95,13 @@ BEGIN
 END
 $fn$;
 
+-- Hand the function to the reader; it needs CREATE on the schema only for the ownership change.
+GRANT CREATE ON SCHEMA ragkeeper_sql TO ragkeeper_sql_reader;
+ALTER FUNCTION ragkeeper_sql.run_readonly_query(text, integer) OWNER TO ragkeeper_sql_reader;
+REVOKE CREATE ON SCHEMA ragkeeper_sql FROM ragkeeper_sql_reader;
+
+-- Only the migrating (application) role may call it; granted after the ownership change,
+-- which would otherwise fold the old owner's grants into the new owner's.
 REVOKE ALL ON FUNCTION ragkeeper_sql.run_readonly_query(text, integer) FROM PUBLIC;
 DO $$
 BEGIN
@@ -103,8 +110,3 @@ BEGIN
                    current_user);
 END
 $$;
-
--- Hand the function to the reader; it needs CREATE on the schema only for the ownership change.
-GRANT CREATE ON SCHEMA ragkeeper_sql TO ragkeeper_sql_reader;
-ALTER FUNCTION ragkeeper_sql.run_readonly_query(text, integer) OWNER TO ragkeeper_sql_reader;
-REVOKE CREATE ON SCHEMA ragkeeper_sql FROM ragkeeper_sql_reader;
