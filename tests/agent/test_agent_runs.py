@@ -1,0 +1,190 @@
+"""Agent behaviour with TestModel/FunctionModel, error statuses and graceful draining."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import httpx
+from pydantic_ai import models
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+)
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.models.test import TestModel
+
+from ragkeeper_agent.agent import Deps, build_agent
+from ragkeeper_agent.app import request_shutdown
+from ragkeeper_agent.extractive import LABEL, extractive_model
+from ragkeeper_agent.tabular import ReadOnlySQL
+from ragkeeper_agent.websearch import WebSearch
+from ragkeeper_knowledge import KnowledgeStore
+from ragkeeper_knowledge.embedding import HashingEmbedder
+
+from .conftest import auth
+
+
+def deps(store: KnowledgeStore, embedder: HashingEmbedder, pool: asyncpg.Pool) -> Deps:
+    return Deps(store=store, embedder=embedder, sql=ReadOnlySQL(pool, timeout_ms=500, max_rows=50))
+
+
+def test_model_requests_are_disabled() -> None:
+    assert models.ALLOW_MODEL_REQUESTS is False
+
+
+async def test_tools_offered_and_run_under_test_model(
+    seeded: KnowledgeStore, embedder: HashingEmbedder, pool: asyncpg.Pool
+) -> None:
+    offered: list[str] = []
+
+    def capture(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        offered.extend(t.name for t in info.function_tools)
+        return ModelResponse(parts=[TextPart("ok")])
+
+    agent = build_agent(extractive_model())
+    with agent.override(model=FunctionModel(capture)):
+        await agent.run("anything", deps=deps(seeded, embedder, pool))
+    # web_search is hidden without SearXNG/Brave; there is no code-execution tool at all.
+    assert sorted(offered) == [
+        "list_documents",
+        "query_tabular_rows",
+        "read_document",
+        "search_documents",
+    ]
+    with agent.override(model=TestModel(call_tools=["search_documents", "list_documents"])):
+        result = await agent.run("anything", deps=deps(seeded, embedder, pool))
+    returned = {
+        p.tool_name: p.content
+        for m in result.all_messages()
+        if isinstance(m, ModelRequest)
+        for p in m.parts
+        if isinstance(p, ToolReturnPart)
+    }
+    assert len(returned["list_documents"]) == 4
+    assert returned["search_documents"], "the hybrid search found passages"
+
+
+async def test_model_can_query_rows_and_sees_sql_errors(
+    seeded: KnowledgeStore, embedder: HashingEmbedder, pool: asyncpg.Pool
+) -> None:
+    seen: list[str] = []
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        last = messages[-1]
+        assert isinstance(last, ModelRequest)
+        for part in last.parts:
+            seen.append(str(getattr(part, "content", "")))
+        if len(messages) == 1:
+            return ModelResponse(
+                parts=[ToolCallPart("query_tabular_rows", {"sql": "DROP TABLE x"})]
+            )
+        if len(messages) == 3:
+            sql = "SELECT sum((row_data->>'amount')::int) AS total FROM document_rows"
+            return ModelResponse(parts=[ToolCallPart("query_tabular_rows", {"sql": sql})])
+        return ModelResponse(parts=[TextPart("done")])
+
+    agent = build_agent(FunctionModel(model))
+    result = await agent.run("total sales?", deps=deps(seeded, embedder, pool))
+    assert result.output == "done"
+    assert any("the query failed" in s and "syntax error" in s for s in seen)
+    assert any('{"total": 230}' in s for s in seen)
+
+
+async def test_extractive_answer_cites_passages(
+    seeded: KnowledgeStore, embedder: HashingEmbedder, pool: asyncpg.Pool
+) -> None:
+    agent = build_agent(extractive_model())
+    run_deps = deps(seeded, embedder, pool)
+    result = await agent.run("Can unused leave be carried over?", deps=run_deps)
+    assert result.output.startswith(LABEL)
+    assert "carried over until the end of March" in result.output
+    cited = [p for p in run_deps.sources.values() if f"[{p.n}]" in result.output]
+    assert cited and cited[0].title == "Leave policy"
+    tool_returns = [
+        p
+        for m in result.all_messages()
+        if isinstance(m, ModelRequest)
+        for p in m.parts
+        if isinstance(p, ToolReturnPart)
+    ]
+    assert [p.tool_name for p in tool_returns] == ["search_documents"]
+
+
+async def _failing_stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+    raise RuntimeError("provider exploded")
+    yield ""  # pragma: no cover - makes this an async generator
+
+
+async def test_failure_before_streaming_is_a_real_status(
+    server_factory: Callable[..., Any],
+) -> None:
+    model = FunctionModel(stream_function=_failing_stream)
+    async with server_factory(model=model) as srv, srv.client() as c:
+        r = await c.post("/api/pydantic-agent", json={"query": "hi"}, headers=auth("pat"))
+        assert r.status_code == 500
+        assert r.headers["content-type"].startswith("application/json")
+
+
+async def test_draining_ends_running_streams_cleanly(server_factory: Callable[..., Any]) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        yield "first words "
+        started.set()
+        await release.wait()
+        yield "never sent"
+
+    model = FunctionModel(stream_function=slow)
+    async with server_factory(model=model, shutdown_grace_seconds=0) as srv, srv.client() as c:
+        lines: list[dict[str, Any]] = []
+        async with c.stream(
+            "POST", "/api/pydantic-agent", json={"query": "hi"}, headers=auth("quinn")
+        ) as r:
+            assert r.status_code == 200
+            async for line in r.aiter_lines():
+                lines.append(json.loads(line))
+                if len(lines) == 1:
+                    await started.wait()
+                    request_shutdown(srv.app)
+        ready = await c.get("/readyz")
+    release.set()
+    assert lines[0]["text"] == "first words "
+    assert lines[-1]["complete"] is True and "shutting down" in lines[-1]["error"]
+    assert ready.status_code == 503
+
+
+async def test_web_search_tool_uses_searxng_when_configured(
+    seeded: KnowledgeStore, embedder: HashingEmbedder, pool: asyncpg.Pool
+) -> None:
+    queries: list[str] = []
+
+    def searxng(request: httpx.Request) -> httpx.Response:
+        queries.append(request.url.params["q"])
+        assert request.url.params["format"] == "json"
+        results = [{"title": "Example", "url": "https://example.org/", "content": "A snippet."}]
+        return httpx.Response(200, json={"results": results})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(searxng)) as http:
+        run_deps = deps(seeded, embedder, pool)
+        run_deps.web = WebSearch(http, searxng_url="http://searxng.local")
+        agent = build_agent(extractive_model())
+        with agent.override(model=TestModel(call_tools=["web_search"])):
+            result = await agent.run("news", deps=run_deps)
+    assert queries == ["a"]
+    returned = [
+        p.content
+        for m in result.all_messages()
+        if isinstance(m, ModelRequest)
+        for p in m.parts
+        if isinstance(p, ToolReturnPart)
+    ]
+    assert returned == ["Example\nhttps://example.org/\nA snippet."]
