@@ -60,12 +60,26 @@ class ApiServer(kmock.KubernetesEmulator):
 
     _last_version = 0
     namespaces: tuple[str, ...] = ("default",)
+    # kmock matches each request against its whole request log (quadratic over a long run);
+    # benchmarks match against a recent window only; tests keep everything.
+    request_history: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self._inflight: dict[int, Any] = {}
 
     def _next_version(self) -> str:
         type(self)._last_version += 1
         return str(type(self)._last_version)
 
     async def _handle(self, request: Any) -> Any:
+        self._inflight[id(request)] = request
+        try:
+            return await self._serve(request)
+        finally:
+            self._inflight.pop(id(request), None)
+
+    async def _serve(self, request: Any) -> Any:
         data = request.data
         if request.resource is not None and request.action == kmock.action.CREATE:
             if isinstance(data, dict):
@@ -109,6 +123,18 @@ class ApiServer(kmock.KubernetesEmulator):
         if raw_request.path == "/api/v1/namespaces":
             return await self._serve_namespaces(raw_request)
         return await super().__call__(raw_request)
+
+    def __iter__(self) -> Any:
+        # Every request is matched against the request log; a window (plus the requests
+        # still being served) keeps that cheap.
+        history = self._requests
+        if self.request_history is None:
+            yield from history
+            return
+        window = history[-self.request_history :]
+        yield from window
+        seen = {id(request) for request in window}
+        yield from (r for key, r in self._inflight.items() if key not in seen)
 
     async def _serve_namespaces(self, raw_request: Any) -> Any:
         items = [

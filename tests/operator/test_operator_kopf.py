@@ -105,6 +105,19 @@ def cronjob(k8s: Cluster, name: str) -> dict[str, Any] | None:
     return k8s.obj("batch/v1/cronjobs", NAMESPACE, builders.cronjob_name(name))
 
 
+async def ready_datasource(k8s: Cluster, **spec: Any) -> dict[str, Any]:
+    """Secrets and PVC in place, a local DataSource created and Ready."""
+    await prepare(k8s)
+    await k8s.create_datasource(local_datasource(**spec))
+    return await eventually(ready(k8s, "team-docs"))  # type: ignore[no-any-return]
+
+
+def scheduled_job(k8s: Cluster, name: str, job_name: str) -> dict[str, Any]:
+    """The Job the CronJob controller would create from the CronJob's template."""
+    template = cronjob(k8s, name)["spec"]["jobTemplate"]  # type: ignore[index]
+    return {"metadata": {"name": job_name, "namespace": NAMESPACE}, "spec": template["spec"]}
+
+
 def env_of(workload: dict[str, Any]) -> dict[str, Any]:
     spec = workload["spec"]
     job = spec["jobTemplate"]["spec"] if "jobTemplate" in spec else spec
@@ -141,9 +154,7 @@ async def test_create_makes_one_owned_cronjob(k8s: Cluster, operator: Runtime) -
 
 
 async def test_spec_change_patches_the_cronjob(k8s: Cluster, operator: Runtime) -> None:
-    await prepare(k8s)
-    await k8s.create_datasource(local_datasource())
-    await eventually(ready(k8s, "team-docs"))
+    await ready_datasource(k8s)
     first_uid = cronjob(k8s, "team-docs")["metadata"]["uid"]  # type: ignore[index]
 
     await k8s.patch_datasource(
@@ -237,12 +248,8 @@ async def test_missing_claim_and_credentials_key_are_reported(
 async def test_finished_pods_become_last_run_and_conditions(
     k8s: Cluster, operator: Runtime
 ) -> None:
-    await prepare(k8s)
-    await k8s.create_datasource(local_datasource())
-    await eventually(ready(k8s, "team-docs"))
-    template = cronjob(k8s, "team-docs")["spec"]["jobTemplate"]  # type: ignore[index]
-    job = {"metadata": {"name": "ragkeeper-team-docs-29000000", "namespace": NAMESPACE}}
-    job["spec"] = template["spec"]
+    await ready_datasource(k8s)
+    job = scheduled_job(k8s, "team-docs", "ragkeeper-team-docs-29000000")
 
     logs = '{"level": "info", "message": "done"}\n' + stats(files_failed=2, status="partial")
     await k8s.finish_pod(job, exit_code=0, message=logs, finished_at="2026-01-01T10:00:00Z")
@@ -284,12 +291,8 @@ async def test_finished_pods_become_last_run_and_conditions(
 
 
 async def test_crashed_pod_without_stats_is_a_failed_run(k8s: Cluster, operator: Runtime) -> None:
-    await prepare(k8s)
-    await k8s.create_datasource(local_datasource())
-    await eventually(ready(k8s, "team-docs"))
-    template = cronjob(k8s, "team-docs")["spec"]["jobTemplate"]  # type: ignore[index]
-    job = {"metadata": {"name": "ragkeeper-team-docs-1", "namespace": NAMESPACE}}
-    job["spec"] = template["spec"]
+    await ready_datasource(k8s)
+    job = scheduled_job(k8s, "team-docs", "ragkeeper-team-docs-1")
 
     await k8s.finish_pod(job, exit_code=2, message="Traceback ...\nConfigurationError: bad model")
 
@@ -305,9 +308,7 @@ async def test_crashed_pod_without_stats_is_a_failed_run(k8s: Cluster, operator:
 
 
 async def test_sync_annotation_creates_one_job_per_value(k8s: Cluster, operator: Runtime) -> None:
-    await prepare(k8s)
-    await k8s.create_datasource(local_datasource())
-    await eventually(ready(k8s, "team-docs"))
+    await ready_datasource(k8s)
     key = builders.SYNC_REQUEST_ANNOTATION
 
     await k8s.patch_datasource(
@@ -392,9 +393,7 @@ async def test_delete_with_retain_policy_skips_the_purge(k8s: Cluster, operator:
 async def test_cronjob_schedule_is_mirrored_and_deleted_cronjob_recreated(
     k8s: Cluster, operator: Runtime
 ) -> None:
-    await prepare(k8s)
-    await k8s.create_datasource(local_datasource())
-    await eventually(ready(k8s, "team-docs"))
+    await ready_datasource(k8s)
     name = builders.cronjob_name("team-docs")
 
     await k8s.call(
