@@ -74,12 +74,14 @@ def baseline_worker(kubeconfig: str, count: int) -> None:
     """The plain script: create N CronJobs with the Kubernetes client, report time and RSS."""
     from kubernetes import client, config
 
-    config.load_kube_config(config_file=kubeconfig)
+    config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
     api = client.BatchV1Api()
     objects = cronjobs(count)
     started = time.perf_counter()
     for obj in objects:
-        api.create_namespaced_cron_job(NAMESPACE, client.V1CronJob.from_dict(obj))
+        body = client.V1CronJob.from_dict(obj)
+        assert body is not None
+        api.create_namespaced_cron_job(NAMESPACE, body)
     elapsed = time.perf_counter() - started
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"seconds": elapsed, "rss_bytes": rss}))
@@ -111,7 +113,7 @@ def _count_ready(k8s: Any) -> tuple[int, int]:
 
 
 async def run_operator(count: int, tmp: Path) -> dict[str, float]:
-    import psutil
+    import psutil  # type: ignore[import-untyped]
 
     from tests.operator.harness import cluster
 

@@ -37,6 +37,7 @@ CRD = ROOT / "charts" / "ragkeeper" / "crds" / "datasources.ragkeeper.dev.yaml"
 KUBECONFIG = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
 KUBECTL = shutil.which("kubectl") or str(ROOT / ".tools" / "bin" / "kubectl")
 
+
 def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
     result = subprocess.run(  # noqa: S603 - fixed binary, arguments built here
         [KUBECTL, "--kubeconfig", KUBECONFIG, *args],

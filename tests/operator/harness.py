@@ -93,8 +93,8 @@ class ApiServer(kmock.KubernetesEmulator):
         elif request.resource is not None and request.action == kmock.action.UPDATE:
             version = self._next_version()
             key = (request.resource, request.namespace, request.name)
-            current = self.objects[key] if key in self.objects else None  # noqa: SIM401
-            generation = int(((current or {}).get("metadata") or {}).get("generation") or 1)
+            current: Any = self.objects[key].raw if key in self.objects else {}  # noqa: SIM401
+            generation = int((current.get("metadata") or {}).get("generation") or 1)
             if isinstance(data, dict):
                 touches_spec = "spec" in data and request.subresource is None
                 meta = data.setdefault("metadata", {})
@@ -152,7 +152,7 @@ class ApiServer(kmock.KubernetesEmulator):
         return response
 
     async def _serve_list(self, request: Any) -> Any:
-        payload = await super()._serve_list(request)
+        payload: Any = await super()._serve_list(request)
         payload["metadata"] = {"resourceVersion": str(type(self)._last_version)}
         return payload
 
@@ -197,7 +197,8 @@ class Cluster:
         key = (kmock.resource(resource), namespace, name)
         if key not in self.api.objects or self.api.objects[key].deleted:
             return None
-        return json.loads(json.dumps(self.api.objects[key].raw))
+        result: dict[str, Any] = json.loads(json.dumps(self.api.objects[key].raw))
+        return result
 
     def all(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
         wanted = kmock.resource(resource)

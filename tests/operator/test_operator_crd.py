@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import celpy
-import jsonschema
+import celpy.adapter
+import jsonschema  # type: ignore[import-untyped]
 import kubernetes_validate
 import pytest
 import yaml
@@ -65,7 +66,7 @@ def cel_errors(document: dict[str, Any]) -> list[str]:
     errors = []
     for rule, message, value in cel_rules(schema(), document):
         program = env.program(env.compile(rule))
-        if not bool(program.evaluate({"self": celpy.json_to_cel(value)})):
+        if not bool(program.evaluate({"self": celpy.adapter.json_to_cel(value)})):
             errors.append(message)
     return errors
 
