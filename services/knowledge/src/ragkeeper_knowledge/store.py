@@ -43,6 +43,50 @@ RRF_K = 60
 MAX_VECTOR_INDEX_DIM = 2000
 
 
+# The hybrid query. Only constants and the vector expression are formatted in; every value
+# from the caller is a bind parameter ($1 query vector, $2 text, $3 pipeline, $4 filter,
+# $5 candidates, $6 k).
+_HYBRID_SQL = """
+WITH q AS (
+    SELECT replace(websearch_to_tsquery('english', $2)::text, ' & ', ' | ') AS e,
+           replace(websearch_to_tsquery('simple', $2)::text, ' & ', ' | ') AS s
+), tq AS (
+    SELECT CASE WHEN e = '' THEN NULL ELSE e::tsquery END AS e,
+           CASE WHEN s = '' THEN NULL ELSE s::tsquery END AS s FROM q
+), vec AS (
+    SELECT d.id, row_number() OVER (ORDER BY {vec}) AS rank
+    FROM documents d
+    WHERE d.embedding IS NOT NULL
+      AND ($3::text IS NULL OR d.pipeline_id = $3)
+      AND d.metadata @> $4::jsonb
+    ORDER BY {vec}
+    LIMIT $5
+), txt AS (
+    SELECT d.id, row_number() OVER (
+               ORDER BY ts_rank_cd(d.fts, coalesce(tq.e || tq.s, tq.e, tq.s)) DESC
+           ) AS rank
+    FROM documents d, tq
+    WHERE (d.fts @@ tq.e OR d.fts @@ tq.s)
+      AND ($3::text IS NULL OR d.pipeline_id = $3)
+      AND d.metadata @> $4::jsonb
+    ORDER BY ts_rank_cd(d.fts, coalesce(tq.e || tq.s, tq.e, tq.s)) DESC
+    LIMIT $5
+), fused AS (
+    SELECT coalesce(vec.id, txt.id) AS id, vec.rank AS vrank, txt.rank AS trank,
+           coalesce(1.0 / ({rrf_k} + vec.rank), 0)
+           + coalesce(1.0 / ({rrf_k} + txt.rank), 0) AS score
+    FROM vec FULL OUTER JOIN txt ON vec.id = txt.id
+)
+SELECT d.id, d.document_id, d.pipeline_id, m.title, m.url, d.content, d.metadata,
+       f.score, f.vrank, f.trank
+FROM fused f
+JOIN documents d ON d.id = f.id
+JOIN document_metadata m ON m.id = d.document_id
+ORDER BY f.score DESC, d.id
+LIMIT $6
+"""  # nosec B608
+
+
 class KnowledgeStore:
     """Async access to documents, chunks, tabular rows and pipeline state."""
 
@@ -334,45 +378,9 @@ class KnowledgeStore:
         candidates = max(candidates, k)
         vec = await self._vector_expr()
         flt = json.dumps(dict(metadata_filter or {}))
-        sql = f"""
-            WITH q AS (
-                SELECT replace(websearch_to_tsquery('english', $2)::text, ' & ', ' | ') AS e,
-                       replace(websearch_to_tsquery('simple', $2)::text, ' & ', ' | ') AS s
-            ), tq AS (
-                SELECT CASE WHEN e = '' THEN NULL ELSE e::tsquery END AS e,
-                       CASE WHEN s = '' THEN NULL ELSE s::tsquery END AS s FROM q
-            ), vec AS (
-                SELECT d.id, row_number() OVER (ORDER BY {vec}) AS rank
-                FROM documents d
-                WHERE d.embedding IS NOT NULL
-                  AND ($3::text IS NULL OR d.pipeline_id = $3)
-                  AND d.metadata @> $4::jsonb
-                ORDER BY {vec}
-                LIMIT $5
-            ), txt AS (
-                SELECT d.id, row_number() OVER (
-                           ORDER BY ts_rank_cd(d.fts, coalesce(tq.e || tq.s, tq.e, tq.s)) DESC
-                       ) AS rank
-                FROM documents d, tq
-                WHERE (d.fts @@ tq.e OR d.fts @@ tq.s)
-                  AND ($3::text IS NULL OR d.pipeline_id = $3)
-                  AND d.metadata @> $4::jsonb
-                ORDER BY ts_rank_cd(d.fts, coalesce(tq.e || tq.s, tq.e, tq.s)) DESC
-                LIMIT $5
-            ), fused AS (
-                SELECT coalesce(vec.id, txt.id) AS id, vec.rank AS vrank, txt.rank AS trank,
-                       coalesce(1.0 / ({RRF_K} + vec.rank), 0)
-                       + coalesce(1.0 / ({RRF_K} + txt.rank), 0) AS score
-                FROM vec FULL OUTER JOIN txt ON vec.id = txt.id
-            )
-            SELECT d.id, d.document_id, d.pipeline_id, m.title, m.url, d.content, d.metadata,
-                   f.score, f.vrank, f.trank
-            FROM fused f
-            JOIN documents d ON d.id = f.id
-            JOIN document_metadata m ON m.id = d.document_id
-            ORDER BY f.score DESC, d.id
-            LIMIT $6
-        """
+        # Only constants and the integer-formatted dimension are interpolated; every value
+        # from the caller is a bind parameter.
+        sql = _HYBRID_SQL.format(vec=vec, rrf_k=RRF_K)
         async with self._pool.acquire() as conn, conn.transaction():
             # pgvector >= 0.8: keep scanning the HNSW graph until filtered results fill LIMIT.
             await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
@@ -419,7 +427,7 @@ class KnowledgeStore:
         self, *, pipeline_id: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[DocumentInfo]:
         rows = await self._pool.fetch(
-            f"SELECT {self._INFO_COLUMNS} FROM document_metadata m "
+            f"SELECT {self._INFO_COLUMNS} FROM document_metadata m "  # nosec B608 - constant
             "WHERE $1::text IS NULL OR m.pipeline_id = $1 "
             "ORDER BY m.updated_at DESC, m.id LIMIT $2 OFFSET $3",
             pipeline_id,
@@ -432,7 +440,8 @@ class KnowledgeStore:
         """A whole document's text (chunks in order, overlaps included), bounded."""
         async with self._pool.acquire() as conn:
             info = await conn.fetchrow(
-                f"SELECT {self._INFO_COLUMNS} FROM document_metadata m WHERE m.id = $1", doc_id
+                f"SELECT {self._INFO_COLUMNS} FROM document_metadata m WHERE m.id = $1",  # nosec B608
+                doc_id,
             )
             if info is None:
                 return None
