@@ -378,8 +378,6 @@ class KnowledgeStore:
         candidates = max(candidates, k)
         vec = await self._vector_expr()
         flt = json.dumps(dict(metadata_filter or {}))
-        # Only constants and the integer-formatted dimension are interpolated; every value
-        # from the caller is a bind parameter.
         sql = _HYBRID_SQL.format(vec=vec, rrf_k=RRF_K)
         async with self._pool.acquire() as conn, conn.transaction():
             # pgvector >= 0.8: keep scanning the HNSW graph until filtered results fill LIMIT.
