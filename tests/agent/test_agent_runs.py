@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from pydantic_ai import models
 from pydantic_ai.messages import (
     ModelMessage,
@@ -24,12 +25,14 @@ from pydantic_ai.models.test import TestModel
 from ragkeeper_agent.agent import Deps, build_agent
 from ragkeeper_agent.app import request_shutdown
 from ragkeeper_agent.extractive import LABEL, extractive_model
+from ragkeeper_agent.llm import build_model
 from ragkeeper_agent.tabular import ReadOnlySQL
 from ragkeeper_agent.websearch import WebSearch
 from ragkeeper_knowledge import KnowledgeStore
 from ragkeeper_knowledge.embedding import HashingEmbedder
+from ragkeeper_knowledge.errors import ConfigurationError
 
-from .conftest import auth
+from .conftest import auth, settings_for
 
 
 def deps(store: KnowledgeStore, embedder: HashingEmbedder, pool: asyncpg.Pool) -> Deps:
@@ -188,3 +191,16 @@ async def test_web_search_tool_uses_searxng_when_configured(
         if isinstance(p, ToolReturnPart)
     ]
     assert returned == ["Example\nhttps://example.org/\nA snippet."]
+
+
+def test_model_choice_from_settings(database_url: str) -> None:
+    assert build_model(settings_for(database_url)).model_name == "ragkeeper-extractive"
+    ollama = settings_for(database_url, llm_provider="ollama", llm_choice="qwen3:4b")
+    assert build_model(ollama).model_name == "qwen3:4b"
+    for broken in (
+        {"llm_provider": "openai"},  # no API key
+        {"llm_provider": "vllm", "llm_choice": "m"},  # no base URL
+        {"llm_provider": "ollama"},  # no model name
+    ):
+        with pytest.raises(ConfigurationError):
+            build_model(settings_for(database_url, **broken))

@@ -8,10 +8,10 @@ model answers instead, so a fresh checkout runs without keys.
 
 from __future__ import annotations
 
-import httpx
 from pydantic_ai.models import Model
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
+from pydantic_ai.settings import ModelSettings
 
 from ragkeeper_knowledge.errors import ConfigurationError
 
@@ -22,12 +22,12 @@ DEFAULT_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
     "openrouter": "https://openrouter.ai/api/v1",
     "ollama": "http://127.0.0.1:11434/v1",
-    "vllm": "http://127.0.0.1:8000/v1",
 }
+KEY_REQUIRED = frozenset({"openai", "openrouter"})
 DEFAULT_MODELS = {"openai": "gpt-4o-mini", "openrouter": "openai/gpt-4o-mini"}
 
 
-def build_model(settings: Settings, http: httpx.AsyncClient) -> Model:
+def build_model(settings: Settings) -> Model:
     """The configured OpenAI-compatible model, or the offline extractive one."""
     if not settings.llm_configured:
         return extractive_model()
@@ -38,11 +38,15 @@ def build_model(settings: Settings, http: httpx.AsyncClient) -> Model:
     model_name = settings.llm_choice or DEFAULT_MODELS.get(provider)
     if not model_name:
         raise ConfigurationError(f"LLM_PROVIDER={provider!r} needs LLM_CHOICE (the model name)")
+    api_key = settings.llm_api_key.get_secret_value()
+    if not api_key and provider in KEY_REQUIRED:
+        raise ConfigurationError(f"LLM_PROVIDER={provider!r} needs LLM_API_KEY")
     # Local servers (Ollama, vLLM) accept any key; the OpenAI SDK insists on a non-empty one.
-    api_key = settings.llm_api_key.get_secret_value() or "not-needed"
+    api_key = api_key or "not-needed"
     return OpenAIChatModel(
         model_name,
-        provider=OpenAIProvider(base_url=base_url, api_key=api_key, http_client=http),
+        provider=OpenAIProvider(base_url=base_url, api_key=api_key),
+        settings=ModelSettings(timeout=settings.llm_timeout_seconds),
     )
 
 

@@ -45,7 +45,6 @@ class Services:
     settings: Settings
     pool: asyncpg.Pool
     http: httpx.AsyncClient
-    llm_http: httpx.AsyncClient
     embedder: Embedder
     store: KnowledgeStore
     conversations: ConversationStore
@@ -81,7 +80,6 @@ class Services:
     async def aclose(self) -> None:
         await self.embedder.aclose()
         await self.http.aclose()
-        await self.llm_http.aclose()
         await self.pool.close()
 
 
@@ -100,10 +98,9 @@ async def open_services(
         max_size=settings.db_pool_max_size,
     )
     http = httpx.AsyncClient(transport=transport, timeout=15.0, follow_redirects=False)
-    llm_http = httpx.AsyncClient(transport=transport, timeout=settings.llm_timeout_seconds)
     try:
         embedder = embedder or embedder_from_env()
-        model = model or build_model(settings, llm_http)
+        model = model or build_model(settings)
         web = (
             WebSearch(
                 http,
@@ -119,7 +116,6 @@ async def open_services(
             settings=settings,
             pool=pool,
             http=http,
-            llm_http=llm_http,
             embedder=embedder,
             store=KnowledgeStore(pool),
             conversations=ConversationStore(pool),
@@ -143,7 +139,6 @@ async def open_services(
         await services.check_embedding_model()
     except BaseException:
         await http.aclose()
-        await llm_http.aclose()
         await pool.close()
         raise
     logger.info(
