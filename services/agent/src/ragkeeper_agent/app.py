@@ -29,6 +29,7 @@ from .middleware import BodySizeLimitMiddleware, ObservabilityMiddleware
 from .routes import chat, conversations, openai_compat, ops, search
 from .services import open_services
 from .settings import Settings
+from .web import install_web
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ def create_app(
         )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(ObservabilityMiddleware)
+    install_web(app, settings)
     return app
 
 

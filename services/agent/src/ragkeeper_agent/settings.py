@@ -137,3 +137,13 @@ class Settings(BaseSettings):
     @property
     def web_search_configured(self) -> bool:
         return bool(self.searxng_url or self.brave_api_key.get_secret_value())
+
+    # --- web chat page (web.py); appended last
+    web_enabled: bool = True
+    """Serve the chat page at ``/`` (WEB_ENABLED); the API works either way."""
+    web_title: str = Field(default="ragkeeper", min_length=1, max_length=80)
+    """Page title and heading (WEB_TITLE)."""
+    web_supabase_url: str = ""
+    """Supabase project URL for e-mail + password sign-in on the page (WEB_SUPABASE_URL)."""
+    web_supabase_anon_key: str = ""
+    """The project's public anon key, sent to the browser (WEB_SUPABASE_ANON_KEY)."""

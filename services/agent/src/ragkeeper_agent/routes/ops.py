@@ -1,4 +1,4 @@
-"""Liveness, readiness, metrics and the page at ``/``.
+"""Liveness, readiness and metrics (the page at ``/`` lives in ``web.py``).
 
 ``/healthz`` only says the process serves requests (no dependencies: a database
 outage must not make Kubernetes restart every replica). ``/readyz`` says whether
@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from importlib.resources import files
 from typing import cast
 
 import asyncpg
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ragkeeper_knowledge.errors import KnowledgeError
@@ -26,8 +25,6 @@ from ..metrics import REGISTRY
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
-
-STATIC = files("ragkeeper_agent") / "static"
 
 
 @router.get("/healthz", include_in_schema=False)
@@ -60,8 +57,3 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 @router.get("/metrics", include_in_schema=False)
 async def metrics() -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
-
-
-@router.get("/", include_in_schema=False)
-async def index() -> HTMLResponse:
-    return HTMLResponse(STATIC.joinpath("index.html").read_text(encoding="utf-8"))
