@@ -35,7 +35,7 @@ from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Playwr
 from playwright.async_api import Request as PWRequest
 from pydantic_ai.exceptions import ModelAPIError
 from pydantic_ai.messages import ModelMessage
-from pydantic_ai.models.function import AgentInfo, DeltaToolCalls, FunctionModel
+from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from ragkeeper_agent.extractive import extractive_model
 
@@ -100,9 +100,7 @@ def paced_model(pacer: Pacer) -> FunctionModel:
     assert inner.function is not None and inner.stream_function is not None
     stream_inner = inner.stream_function
 
-    async def stream(
-        messages: list[ModelMessage], info: AgentInfo
-    ) -> AsyncIterator[str | DeltaToolCalls]:
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
         if pacer.fail_next:
             pacer.fail_next = False
             raise ModelAPIError("paced-test-model", "the provider is down")
@@ -166,7 +164,6 @@ async def serve_asgi(app: Any) -> AsyncIterator[str]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
