@@ -159,7 +159,8 @@ def _env(
                 },
             }
         )
-    env.append({"name": "HOME", "value": "/tmp"})
+    # An emptyDir is mounted there (B108 does not apply).
+    env.append({"name": "HOME", "value": "/tmp"})  # nosec B108
     return env
 
 
@@ -169,7 +170,8 @@ def _volumes(
     volumes: list[dict[str, Any]] = [
         {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": settings.job_tmp_size_limit}}
     ]
-    mounts: list[dict[str, Any]] = [{"name": TMP_VOLUME, "mountPath": "/tmp"}]
+    # The emptyDir volume above is mounted at /tmp (B108 does not apply).
+    mounts: list[dict[str, Any]] = [{"name": TMP_VOLUME, "mountPath": "/tmp"}]  # nosec B108
     if run_mode == "purge":
         return volumes, mounts
     if spec.type == "local":

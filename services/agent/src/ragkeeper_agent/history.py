@@ -74,7 +74,8 @@ def make_title(query: str) -> str:
 def _projection(message: ModelMessage) -> tuple[str, str]:
     if isinstance(message, ModelResponse):
         return "assistant", "".join(p.content for p in message.parts if isinstance(p, TextPart))
-    assert isinstance(message, ModelRequest)
+    # ModelMessage is a two-member union (B101 does not apply).
+    assert isinstance(message, ModelRequest)  # nosec B101
     prompts = [p for p in message.parts if isinstance(p, UserPromptPart)]
     if prompts:
         texts = [p.content if isinstance(p.content, str) else "[attachment]" for p in prompts]

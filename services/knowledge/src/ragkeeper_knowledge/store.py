@@ -425,7 +425,8 @@ class KnowledgeStore:
         self, *, pipeline_id: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[DocumentInfo]:
         rows = await self._pool.fetch(
-            f"SELECT {self._INFO_COLUMNS} FROM document_metadata m "  # nosec B608 - constant
+            # Constant (B608 does not apply).
+            f"SELECT {self._INFO_COLUMNS} FROM document_metadata m "  # nosec B608
             "WHERE $1::text IS NULL OR m.pipeline_id = $1 "
             "ORDER BY m.updated_at DESC, m.id LIMIT $2 OFFSET $3",
             pipeline_id,
