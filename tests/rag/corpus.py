@@ -7,7 +7,38 @@ import io
 import random
 from pathlib import Path
 
-WORDS = ["policy", "refund", "invoice", "shipping", "warranty", "laptop", "battery", "customer", "account", "password", "holiday", "payroll", "onboarding", "security", "backup", "server", "network", "printer", "license", "contract", "budget", "travel", "expense", "meeting", "deadline", "project", "release", "feature", "support", "ticket"]
+WORDS = [
+    "policy",
+    "refund",
+    "invoice",
+    "shipping",
+    "warranty",
+    "laptop",
+    "battery",
+    "customer",
+    "account",
+    "password",
+    "holiday",
+    "payroll",
+    "onboarding",
+    "security",
+    "backup",
+    "server",
+    "network",
+    "printer",
+    "license",
+    "contract",
+    "budget",
+    "travel",
+    "expense",
+    "meeting",
+    "deadline",
+    "project",
+    "release",
+    "feature",
+    "support",
+    "ticket",
+]
 
 
 def paragraph(rng: random.Random, n: int = 60) -> str:
