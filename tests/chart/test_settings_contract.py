@@ -3,7 +3,9 @@
 Each container's env (ConfigMap references resolved from the rendered ConfigMap, Secret
 references replaced by plausible values) is loaded through the agent's `Settings` and the
 operator's `OperatorSettings`, so a renamed variable or a value the service refuses (say
-AUTH_MODE=jwks) fails here rather than in a crash-looping pod.
+AUTH_MODE=jwks) fails here rather than in a crash-looping pod. The agent's web page settings
+come out as the scenario's `agent.web` values say, and the page's Content-Security-Policy lets
+the browser reach the Supabase project when one is configured.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 
 from ragkeeper_knowledge.embedding.factory import EmbeddingConfig
 from scripts import chart_values
-from tests.chart.tools import by_kind, named
+from tests.chart.tools import CI_VALUES, by_kind, named
 
 SCENARIOS = ["minimal-values", "production-values", "namespaced-values", "manifests-values"]
 SECRET_VALUES = {
@@ -44,11 +47,21 @@ def _load_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
         monkeypatch.setenv(name, value)
 
 
+def _web_values(scenario: str) -> dict[str, Any]:
+    """agent.web of a scenario: the chart defaults overlaid with the ci/ file's values."""
+    defaults = yaml.safe_load(chart_values.VALUES.read_text())["agent"]["web"]
+    path = next(p for p in CI_VALUES if p.stem == scenario)
+    given = (yaml.safe_load(path.read_text()).get("agent") or {}).get("web") or {}
+    supabase = {**defaults["supabase"], **given.get("supabase", {})}
+    return {**defaults, **given, "supabase": supabase}
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_agent_settings_accept_the_rendered_env(
     rendered: dict[str, list[dict[str, Any]]], scenario: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ragkeeper_agent.settings import Settings
+    from ragkeeper_agent.web import content_security_policy, page_config
 
     objects = rendered[scenario]
     container = named(objects, "Deployment", "-agent")["spec"]["template"]["spec"]["containers"][0]
@@ -59,6 +72,21 @@ def test_agent_settings_accept_the_rendered_env(
     assert settings.auth_mode == "jwt"
     assert settings.auth_jwt_secret.get_secret_value() or settings.auth_jwks_url
     assert settings.rate_limit_per_minute > 0
+    web = _web_values(scenario)
+    assert settings.web_enabled is web["enabled"]
+    assert settings.web_title == web["title"]
+    assert settings.web_supabase_url == web["supabase"]["url"]
+    assert settings.web_supabase_anon_key == web["supabase"]["anonKey"]
+    connect_src = next(
+        d.split()[1:] for d in content_security_policy(settings).split("; ") if "connect-src" in d
+    )
+    supabase_url = web["supabase"]["url"]
+    assert connect_src == (["'self'", supabase_url.rstrip("/")] if supabase_url else ["'self'"])
+    page = page_config(settings)
+    assert page["title"] == web["title"]
+    assert page["supabase"] == (
+        {"url": supabase_url, "anon_key": web["supabase"]["anonKey"]} if supabase_url else None
+    )
     embedding = EmbeddingConfig.from_env(_resolved_env(objects, container))
     assert (
         embedding.provider == named(objects, "ConfigMap", "-config")["data"]["EMBEDDING_PROVIDER"]

@@ -151,3 +151,31 @@ seccompProfile:
 {{- .Release.Namespace -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The agent's web page settings (WEB_*). Title and the Supabase pair only when set, so the agent's
+own defaults apply otherwise. The Supabase URL reaches browsers and the page's CSP: https only,
+and it is useless without the anon key (Supabase answers 401 without one), so both or neither.
+*/}}
+{{- define "ragkeeper.agentWebEnv" -}}
+{{- $web := .Values.agent.web -}}
+- name: WEB_ENABLED
+  value: {{ $web.enabled | toString | quote }}
+{{- with $web.title }}
+{{- if gt (len .) 80 }}
+{{- fail "agent.web.title is longer than 80 characters (the agent refuses it)" }}
+{{- end }}
+- name: WEB_TITLE
+  value: {{ . | quote }}
+{{- end }}
+{{- $supabase := $web.supabase -}}
+{{- if or $supabase.url $supabase.anonKey }}
+{{- if not (regexMatch "^https://[^/?#@[:space:]]+(/[^?#[:space:]]*)?$" $supabase.url) }}
+{{- fail (printf "agent.web.supabase.url must be an https:// project URL like https://<ref>.supabase.co, got %q" $supabase.url) }}
+{{- end }}
+- name: WEB_SUPABASE_URL
+  value: {{ $supabase.url | quote }}
+- name: WEB_SUPABASE_ANON_KEY
+  value: {{ required "agent.web.supabase.anonKey is required with agent.web.supabase.url" $supabase.anonKey | quote }}
+{{- end }}
+{{- end -}}
