@@ -236,8 +236,13 @@ class KnowledgeStore:
         )
         return {r["content_hash"]: r["embedding"].tolist() for r in rows}
 
-    async def replace_document(self, doc: DocumentWrite) -> None:
-        """Insert or replace one document with its chunks and rows in one transaction."""
+    async def replace_document(self, doc: DocumentWrite, *, fresh: bool = False) -> None:
+        """Insert or replace one document with its chunks and rows in one transaction.
+
+        ``fresh=True`` (the caller saw no stored version) skips deleting old chunks and
+        rows; should a row exist after all, the unique (document, chunk) key makes the
+        transaction fail rather than duplicate anything.
+        """
         doc_id = doc.id
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
@@ -265,8 +270,9 @@ class KnowledgeStore:
                 else json.dumps({k: list(v) for k, v in doc.schema.items()}),
                 json.dumps(dict(doc.metadata)),
             )
-            await conn.execute("DELETE FROM documents WHERE document_id = $1", doc_id)
-            await conn.execute("DELETE FROM document_rows WHERE dataset_id = $1", doc_id)
+            if not fresh:
+                await conn.execute("DELETE FROM documents WHERE document_id = $1", doc_id)
+                await conn.execute("DELETE FROM document_rows WHERE dataset_id = $1", doc_id)
             if doc.chunks:
                 await conn.copy_records_to_table(
                     "documents",

@@ -86,7 +86,7 @@ async def run(settings: RagSettings, stop: asyncio.Event) -> RunStats:
     if settings.database_url is None:
         raise ConfigurationError("DATABASE_URL is not set")
     pipeline_id = default_pipeline_id(settings)
-    pool = await create_pool(settings.database_url.get_secret_value(), max_size=4)
+    pool = await create_pool(settings.database_url.get_secret_value(), max_size=6)
     try:
         store = KnowledgeStore(pool)
         if settings.run_mode == "purge":

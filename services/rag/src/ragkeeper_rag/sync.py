@@ -21,10 +21,11 @@ Why in this order:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -89,6 +90,20 @@ class _Prepared:
     pieces: list[tuple[str, str, dict[str, Any]]]  # (text, sha256, metadata)
 
 
+def _log_progress(
+    pipeline_id: str, checked: int, total: int
+) -> Callable[[asyncio.Task[None]], None]:
+    """A done-callback that logs progress once a group's documents are committed."""
+
+    def done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            logger.info(
+                "progress %s: %d/%d files checked and committed", pipeline_id, checked, total
+            )
+
+    return done
+
+
 def _embedding_input(title: str | None, heading: str | None, text: str) -> str:
     """What is embedded for a chunk: its text under its document title and heading path.
 
@@ -113,12 +128,14 @@ class SyncEngine:
         *,
         chunking: ChunkingOptions | None = None,
         fetch_concurrency: int = 4,
+        write_concurrency: int = 3,
         group_size: int = 32,
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.chunking = chunking or ChunkingOptions()
         self.fetch_concurrency = max(1, fetch_concurrency)
+        self.write_concurrency = max(1, write_concurrency)
         self.group_size = max(1, group_size)
 
     async def ensure_model(self) -> None:
@@ -173,18 +190,35 @@ class SyncEngine:
             scan.full,
         )
 
-        for start in range(0, len(todo), self.group_size):
-            if stop.is_set():
-                raise Interrupted("stop requested; the cursor was not advanced")
-            await self._process_group(
-                source, pipeline_id, todo[start : start + self.group_size], stored, stats
-            )
-            logger.info(
-                "progress %s: %d/%d files checked",
-                pipeline_id,
-                min(start + self.group_size, len(todo)),
-                len(todo),
-            )
+        # Pipeline: while one group's documents are written (concurrently, one transaction
+        # each), the next group is fetched, extracted and embedded.
+        writer: asyncio.Task[None] | None = None
+        inflight: dict[str, list[float]] = {}  # vectors of the group being written
+        try:
+            for start in range(0, len(todo), self.group_size):
+                if stop.is_set():
+                    break
+                group = todo[start : start + self.group_size]
+                prepared = await self._prepare_group(source, pipeline_id, group, stored, stats)
+                vectors = await self._vectors(prepared, inflight, stats)
+                if writer is not None:
+                    await writer
+                checked = min(start + self.group_size, len(todo))
+                writer = asyncio.create_task(
+                    self._write_group(pipeline_id, prepared, vectors, stored, stats)
+                )
+                writer.add_done_callback(_log_progress(pipeline_id, checked, len(todo)))
+                inflight = vectors
+            if writer is not None:
+                await writer  # let committed work finish even when stopping
+                writer = None
+        finally:
+            if writer is not None and not writer.done():
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
+        if stop.is_set():
+            raise Interrupted("stop requested; the cursor was not advanced")
 
         listed = {f.source_id for f in scan.files}
         if scan.full:
@@ -199,14 +233,15 @@ class SyncEngine:
             pipeline_id, source.pipeline_type, scan.next_cursor, stats.as_dict()
         )
 
-    async def _process_group(
+    async def _prepare_group(
         self,
         source: Source,
         pipeline_id: str,
         files: Sequence[SourceFile],
         stored: dict[str, StoredVersion],
         stats: RunStats,
-    ) -> None:
+    ) -> list[_Prepared]:
+        """Fetch, hash, extract and chunk a group of files concurrently (bounded)."""
         sem = asyncio.Semaphore(self.fetch_concurrency)
 
         async def prepare(f: SourceFile) -> _Prepared | None:
@@ -259,11 +294,19 @@ class SyncEngine:
                 ]
                 return _Prepared(f, digest, extracted, chunks)
 
-        prepared = [p for p in await asyncio.gather(*(prepare(f) for f in files)) if p]
-        if not prepared:
-            return
+        return [p for p in await asyncio.gather(*(prepare(f) for f in files)) if p]
+
+    async def _vectors(
+        self, prepared: list[_Prepared], inflight: dict[str, list[float]], stats: RunStats
+    ) -> dict[str, list[float]]:
+        """Vectors for every chunk of the group; only never-seen chunk inputs are embedded.
+
+        ``inflight`` holds the vectors of the group still being written, which the store
+        cannot return yet.
+        """
         hashes = {h for p in prepared for _, h, _ in p.pieces}
-        vectors = await self.store.existing_embeddings(hashes)
+        vectors = {h: inflight[h] for h in hashes if h in inflight}
+        vectors.update(await self.store.existing_embeddings(hashes - vectors.keys()))
         missing: dict[str, str] = {}
         for p in prepared:
             for text, h, meta in p.pieces:
@@ -274,17 +317,36 @@ class SyncEngine:
         if missing:
             new = await self.embedder.embed(list(missing.values()))
             vectors.update(zip(missing.keys(), new, strict=True))
-        for p in prepared:
-            stats.chunks_embedded += sum(1 for _, h, _ in p.pieces if h in missing)
-            stats.chunks_reused += sum(1 for _, h, _ in p.pieces if h not in missing)
-            # A chunk text repeated inside the group is embedded once; count it once.
-            for h in [h for _, h, _ in p.pieces if h in missing]:
-                missing.pop(h, None)
-            await self.store.replace_document(self._document(pipeline_id, p, vectors))
-            if p.file.source_id in stored:
-                stats.files_updated += 1
-            else:
+        stats.chunks_embedded += len(missing)
+        stats.chunks_reused += sum(len(p.pieces) for p in prepared) - len(missing)
+        return vectors
+
+    async def _write_group(
+        self,
+        pipeline_id: str,
+        prepared: list[_Prepared],
+        vectors: dict[str, list[float]],
+        stored: dict[str, StoredVersion],
+        stats: RunStats,
+    ) -> None:
+        """Replace each document in its own transaction, a few at a time."""
+        sem = asyncio.Semaphore(self.write_concurrency)
+
+        async def write(p: _Prepared) -> None:
+            fresh = p.file.source_id not in stored
+            async with sem:
+                await self.store.replace_document(
+                    self._document(pipeline_id, p, vectors), fresh=fresh
+                )
+            if fresh:
                 stats.files_added += 1
+            else:
+                stats.files_updated += 1
+
+        results = await asyncio.gather(*(write(p) for p in prepared), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     @staticmethod
     def _document(pipeline_id: str, p: _Prepared, vectors: dict[str, list[float]]) -> DocumentWrite:
