@@ -8,9 +8,7 @@ The language model is the offline extractive ``FunctionModel`` (no network), and
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -20,12 +18,12 @@ import asyncpg
 import httpx
 import jwt
 import pytest
-import uvicorn
 from pydantic_ai import models
 
 from ragkeeper_agent import Settings, create_app
 from ragkeeper_knowledge import ChunkWrite, DocumentWrite, KnowledgeStore, RowWrite
 from ragkeeper_knowledge.embedding import HashingEmbedder
+from tests.support import serve_asgi
 
 models.ALLOW_MODEL_REQUESTS = False
 
@@ -145,25 +143,8 @@ class RunningServer:
 async def serve(settings: Settings, **app_kw: Any) -> AsyncIterator[RunningServer]:
     """Run create_app(settings) under uvicorn on a free 127.0.0.1 port until exit."""
     app = create_app(settings, **app_kw)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("server exited during start-up")
-            await asyncio.sleep(0.01)
-        yield RunningServer(f"http://127.0.0.1:{port}", app)
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serve_asgi(app) as base_url:
+        yield RunningServer(base_url, app)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,53 @@
+"""Test helpers shared by more than one test package, with no fixtures and no component imports.
+
+:func:`serve_asgi` runs an ASGI app under a real uvicorn server inside the test's own event
+loop, on a socket bound to a free port of 127.0.0.1: the agent tests serve ``create_app``
+with it, the browser tests serve the agent and their fake Supabase auth API. Binding the socket
+before uvicorn starts avoids picking a port and racing another process for it; running in the
+test's loop lets tests reach into the app (shutdown requests, pacing) without threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+
+LOCALHOST = "127.0.0.1"
+# How often start-up is checked: uvicorn offers a `started` flag, not an event to wait on.
+STARTUP_POLL_SECONDS = 0.01
+
+
+class ServerStartError(RuntimeError):
+    """uvicorn returned before it was serving (its lifespan start-up failed)."""
+
+
+@asynccontextmanager
+async def serve_asgi(app: Any) -> AsyncIterator[str]:
+    """Serve ``app`` on a free 127.0.0.1 port until the block exits; yields its base URL.
+
+    The lifespan is required (``lifespan="on"``), so a failing start-up raises here instead of
+    leaving a server without its pool. On exit the server shuts down gracefully (open streams
+    finish or are ended by the app) before the socket is closed.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((LOCALHOST, 0))
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise ServerStartError("server exited during start-up")
+            await asyncio.sleep(STARTUP_POLL_SECONDS)
+        yield f"http://{LOCALHOST}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
