@@ -74,6 +74,8 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "agent.port": _PORT,
     "agent.auth.mode": {"enum": ["jwt", "jwks"]},
     "agent.auth.jwksUrl": {"pattern": "^(https://.+)?$"},
+    "agent.web.supabase.url": {"pattern": "^(https://[^/?#@\\s]+(/[^?#\\s]*)?)?$"},
+    "agent.web.title": {"maxLength": 80},
     "agent.rateLimitPerMinute": {"minimum": 1},
     "agent.corsOrigins": {"type": "array", "items": {"type": "string", "minLength": 1}},
     "agent.service.type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},

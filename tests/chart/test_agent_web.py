@@ -66,18 +66,18 @@ def test_scenarios_cover_supabase_and_an_api_only_agent(
                 "agent.web.supabase.url=http://abcdefghijkl.supabase.co",
                 f"agent.web.supabase.anonKey={ANON_KEY}",
             ],
-            "agent.web.supabase.url must be an https:// project URL",
+            "at '/agent/web/supabase/url'",  # refused by values.schema.json already
         ),
         (
             [
                 "agent.web.supabase.url=https://user:pw@abcdefghijkl.supabase.co",
                 f"agent.web.supabase.anonKey={ANON_KEY}",
             ],
-            "agent.web.supabase.url must be an https:// project URL",
+            "at '/agent/web/supabase/url'",
         ),
         ([f"agent.web.supabase.url={SUPABASE_URL}"], "agent.web.supabase.anonKey is required"),
         ([f"agent.web.supabase.anonKey={ANON_KEY}"], "agent.web.supabase.url must be an https://"),
-        (["agent.web.title=" + "t" * 81], "agent.web.title is longer than 80 characters"),
+        (["agent.web.title=" + "t" * 81], "at '/agent/web/title'"),
     ],
     ids=["http-url", "credentials-in-url", "url-without-key", "key-without-url", "long-title"],
 )
