@@ -138,6 +138,11 @@ async def seed(dsn: str, documents: int) -> None:
     await pool.close()
 
 
+def load_average() -> str:
+    """The machine's load (other jobs share these cores), to read the figures against."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -229,6 +234,7 @@ async def bench(args: argparse.Namespace) -> None:
 
         print(f"corpus: {args.documents} documents x 5 chunks, hashing embedder dim {DIM}")
         print(f"cpu cores: {os.cpu_count()}; one uvicorn worker per server; 127.0.0.1")
+        print(f"load average (1/5/15 min) before: {load_average()}")
         header = (
             f"{'conc':>4} {'bare rps':>9} {'agent rps':>9} {'rps ratio':>9} "
             f"{'bare p50':>9} {'agent p50':>9} {'bare p99':>9} {'agent p99':>9} {'p99 ratio':>9}"
@@ -243,6 +249,7 @@ async def bench(args: argparse.Namespace) -> None:
                 f"{b[1] * 1000:>7.1f}ms {a[1] * 1000:>7.1f}ms "
                 f"{b[2] * 1000:>7.1f}ms {a[2] * 1000:>7.1f}ms {a[2] / b[2]:>9.2f}"
             )
+        print(f"load average (1/5/15 min) after: {load_average()}")
         print("target: rps ratio >= 0.5 and p99 ratio < 3 (agent turn = search tool + history)")
     finally:
         for p in procs:

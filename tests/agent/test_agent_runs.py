@@ -10,12 +10,15 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from pydantic_ai import models
+from pydantic_ai import AgentRunResultEvent, models
 from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
     ModelResponse,
+    PartDeltaEvent,
+    PartStartEvent,
     TextPart,
+    TextPartDelta,
     ToolCallPart,
     ToolReturnPart,
 )
@@ -24,7 +27,7 @@ from pydantic_ai.models.test import TestModel
 
 from ragkeeper_agent.agent import Deps, build_agent
 from ragkeeper_agent.app import request_shutdown
-from ragkeeper_agent.extractive import LABEL, extractive_model
+from ragkeeper_agent.extractive import LABEL, PIECE_MAX_CHARS, _pieces, extractive_model
 from ragkeeper_agent.llm import build_model
 from ragkeeper_agent.tabular import ReadOnlySQL
 from ragkeeper_agent.websearch import WebSearch
@@ -119,6 +122,36 @@ async def test_extractive_answer_cites_passages(
         if isinstance(p, ToolReturnPart)
     ]
     assert [p.tool_name for p in tool_returns] == ["search_documents"]
+
+
+async def test_extractive_answer_streams_line_by_line(
+    seeded: KnowledgeStore, embedder: HashingEmbedder, pool: asyncpg.Pool
+) -> None:
+    agent = build_agent(extractive_model())
+    deltas: list[str] = []
+    output = None
+    async with agent.run_stream_events(
+        "How many days of paid annual leave?", deps=deps(seeded, embedder, pool)
+    ) as events:
+        async for event in events:
+            if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+                deltas.append(event.part.content)
+            elif isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+                deltas.append(event.delta.content_delta)
+            elif isinstance(event, AgentRunResultEvent):
+                output = event.result.output
+    assert output is not None and "".join(deltas) == output
+    assert len(deltas) > 3, "the answer must still arrive in several pieces"
+    assert all(d.endswith("\n") for d in deltas[:-1]), "each piece is a whole line"
+    assert deltas[0].startswith(LABEL) and deltas[1].startswith("> ")
+
+
+def test_long_lines_stream_in_word_bounded_pieces() -> None:
+    line = " ".join(f"word{i}" for i in range(100)) + "\n"
+    pieces = _pieces(f"{line}\nshort\n")
+    assert "".join(pieces) == f"{line}\nshort\n"
+    assert len(pieces) > 3 and all(len(p) <= PIECE_MAX_CHARS + 1 for p in pieces)
+    assert all(p.endswith((" ", "\n")) for p in pieces), pieces
 
 
 async def _failing_stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:

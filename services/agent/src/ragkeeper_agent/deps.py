@@ -12,7 +12,8 @@ from .logs import request_id_var
 from .services import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # ``async`` on purpose: FastAPI runs plain ``def`` dependencies in a worker thread.
     services: Services = request.app.state.services
     return services
 

@@ -4,7 +4,7 @@ Every message is stored as Pydantic AI's own JSON (``ModelMessagesTypeAdapter``)
 one ``ModelMessage`` per row, so a conversation replays exactly — tool calls and
 their results included — on the next turn, whichever replica serves it. A
 readable ``role``/``content`` projection is stored next to it for the history
-routes. A turn is saved in one transaction at its end: a failed run leaves no
+routes. A turn is saved by one statement at its end: a failed run leaves no
 half-turn behind. Every read takes the caller's user id and filters by it, so
 one user can never see another's conversation (not even its existence).
 """
@@ -119,15 +119,20 @@ class ConversationStore:
         )
         return [Conversation(**dict(r)) for r in rows]
 
-    async def history(self, session_id: str, user_id: str) -> list[ModelMessage]:
-        """Replayable message history of the caller's own conversation."""
-        rows = await self._pool.fetch(
-            "SELECT m.message FROM messages m JOIN conversations c USING (session_id) "
-            "WHERE m.session_id = $1 AND c.user_id = $2 ORDER BY m.id",
+    async def history(self, session_id: str, user_id: str) -> list[ModelMessage] | None:
+        """Replayable message history of the caller's own conversation (``None``: not theirs).
+
+        One query: ownership check and messages together, aggregated by Postgres into
+        one JSON array that Pydantic validates in a single pass.
+        """
+        raw = await self._pool.fetchval(
+            "SELECT (SELECT coalesce(jsonb_agg(m.message ORDER BY m.id), '[]'::jsonb) "
+            "FROM messages m WHERE m.session_id = c.session_id)::text "
+            "FROM conversations c WHERE c.session_id = $1 AND c.user_id = $2",
             session_id,
             user_id,
         )
-        return ModelMessagesTypeAdapter.validate_python([json.loads(r["message"]) for r in rows])
+        return None if raw is None else ModelMessagesTypeAdapter.validate_json(raw)
 
     async def messages(self, session_id: str, user_id: str) -> list[StoredMessage]:
         if await self.get(session_id, user_id) is None:
@@ -156,25 +161,41 @@ class ConversationStore:
         *,
         title: str | None,
     ) -> None:
-        """Create the conversation if needed and append one turn, atomically."""
-        payload = json.loads(ModelMessagesTypeAdapter.dump_json(list(new_messages)))
-        records = [
-            (session_id, *_projection(message), json.dumps(data))
-            for message, data in zip(new_messages, payload, strict=True)
-        ]
-        async with self._pool.acquire() as conn, conn.transaction():
-            owner = await conn.fetchval(
-                "INSERT INTO conversations (session_id, user_id, title) VALUES ($1, $2, $3) "
-                "ON CONFLICT (session_id) DO UPDATE SET last_message_at = now() "
-                "RETURNING user_id",
-                session_id,
-                user_id,
-                title,
-            )
-            if owner != user_id:
-                raise NotFound("no such conversation")
-            await conn.executemany(
-                "INSERT INTO messages (session_id, role, content, message) "
-                "VALUES ($1, $2, $3, $4::jsonb)",
-                records,
-            )
+        """Create the conversation if needed and append one turn, atomically.
+
+        One statement (so one round trip, and atomic without an explicit transaction):
+        the upsert touches the conversation only if ``user_id`` owns it, and the
+        messages are inserted only if it returned a row, in the turn's order.
+        """
+        projections = [_projection(message) for message in new_messages]
+        saved = await self._pool.fetchval(
+            _SAVE_TURN,
+            session_id,
+            user_id,
+            title,
+            [role for role, _ in projections],
+            [content for _, content in projections],
+            ModelMessagesTypeAdapter.dump_json(list(new_messages)).decode(),
+        )
+        if not saved:
+            raise NotFound("no such conversation")
+
+
+# The messages' ids follow the ORDER BY of the INSERT's SELECT, which keeps the turn's order.
+_SAVE_TURN = """
+WITH conversation AS (
+    INSERT INTO conversations (session_id, user_id, title) VALUES ($1, $2, $3)
+    ON CONFLICT (session_id) DO UPDATE SET last_message_at = now()
+    WHERE conversations.user_id = EXCLUDED.user_id
+    RETURNING session_id
+), inserted AS (
+    INSERT INTO messages (session_id, role, content, message)
+    SELECT c.session_id, p.role, p.content, m.message
+    FROM conversation c
+    CROSS JOIN unnest($4::text[], $5::text[]) WITH ORDINALITY AS p(role, content, ord)
+    JOIN jsonb_array_elements($6::jsonb) WITH ORDINALITY AS m(message, ord) USING (ord)
+    ORDER BY ord
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM conversation)
+"""

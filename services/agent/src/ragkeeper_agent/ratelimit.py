@@ -4,10 +4,11 @@ Each admitted request is a row in ``requests``. Admission runs in one short
 transaction that first takes a transaction-scoped advisory lock on the user
 (two-key form: this module's class id + a hash of the user id), so concurrent
 requests of one user on different replicas are serialised and cannot both see
-"one slot left". Rows older than the window are pruned in the same transaction,
-which keeps the per-user index range tiny. The window is a true sliding window
-(count of rows in the last 60 s), and ``Retry-After`` is when the oldest of
-them leaves it.
+"one slot left"; then one statement prunes the user's rows older than the window
+(which keeps the per-user index range tiny), counts the rest and records the request
+if there is room: four round trips in all (begin, lock, statement, commit). The window
+is a true sliding window (count of rows in the last 60 s), and ``Retry-After`` is when
+the oldest of them leaves it.
 """
 
 from __future__ import annotations
@@ -41,30 +42,33 @@ class RateLimiter:
             await conn.execute(
                 "SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_CLASS, user_id
             )
-            await conn.execute(
-                "DELETE FROM requests WHERE user_id = $1 "
-                'AND "timestamp" < clock_timestamp() - make_interval(secs => $2)',
-                user_id,
-                WINDOW_SECONDS,
-            )
             row = await conn.fetchrow(
-                "SELECT count(*) AS n, "
-                'extract(epoch FROM min("timestamp") + make_interval(secs => $2) '
-                "- clock_timestamp()) AS wait "
-                'FROM requests WHERE user_id = $1 AND "timestamp" >= '
-                "clock_timestamp() - make_interval(secs => $2)",
-                user_id,
-                WINDOW_SECONDS,
+                _PRUNE_COUNT_RECORD, user_id, WINDOW_SECONDS, self._limit, route, request_id
             )
-            # INSERT ... RETURNING always yields a row (B101 does not apply).
-            assert row is not None  # nosec B101
-            if row["n"] >= self._limit:
-                RATE_LIMITED.labels(route).inc()
-                raise RateLimited(max(1, math.ceil(float(row["wait"] or 1))))
-            await conn.execute(
-                'INSERT INTO requests (user_id, route, request_id, "timestamp") '
-                "VALUES ($1, $2, $3, clock_timestamp())",
-                user_id,
-                route,
-                request_id,
-            )
+        # An aggregate without GROUP BY always yields one row (B101 does not apply).
+        assert row is not None  # nosec B101
+        if row["n"] >= self._limit:
+            RATE_LIMITED.labels(route).inc()
+            raise RateLimited(max(1, math.ceil(float(row["wait"] or 1))))
+
+
+# After the lock (its own statement, so this one's snapshot sees every admitted request):
+# prune the user's rows older than the window, count the rest, and record this request
+# only if the count is under the limit. The count reads the statement's snapshot, so
+# neither the pruning nor the new row changes it.
+_PRUNE_COUNT_RECORD = """
+WITH pruned AS (
+    DELETE FROM requests
+    WHERE user_id = $1 AND "timestamp" < clock_timestamp() - make_interval(secs => $2)
+), recent AS (
+    SELECT count(*) AS n,
+           extract(epoch FROM min("timestamp") + make_interval(secs => $2) - clock_timestamp())
+               AS wait
+    FROM requests
+    WHERE user_id = $1 AND "timestamp" >= clock_timestamp() - make_interval(secs => $2)
+), admitted AS (
+    INSERT INTO requests (user_id, route, request_id, "timestamp")
+    SELECT $1, $4, $5, clock_timestamp() FROM recent WHERE n < $3
+)
+SELECT n, wait FROM recent
+"""

@@ -71,18 +71,15 @@ async def pydantic_agent(
     await admit(services, user_id, request)
 
     session_id = body.session_id or new_session_id()
-    history: list[ModelMessage] = []
-    is_new = True
+    history: list[ModelMessage] | None = None
     if body.session_id:
-        if await services.conversations.get(session_id, user_id) is not None:
-            history = await services.conversations.history(session_id, user_id)
-            is_new = False
-        elif await services.conversations.exists(session_id):
+        history = await services.conversations.history(session_id, user_id)
+        if history is None and await services.conversations.exists(session_id):
             raise NotFound("no such conversation")
-    title = make_title(body.query) if is_new else None
+    title = make_title(body.query) if history is None else None
 
     stream = services.runner.stream(
-        build_prompt(body.query, body.files), history=history, deps=services.deps()
+        build_prompt(body.query, body.files), history=history or [], deps=services.deps()
     )
     first, rest = await start_turn(stream)
     return StreamingResponse(
