@@ -240,10 +240,17 @@ async function send(query) {
   setStreaming(true);
   let text = "";
   let pending = false;
+  let finished = false;
   const paint = () => {
     pending = false;
+    // A repaint queued during streaming must not overwrite the finished answer (citations).
+    if (finished) return;
     renderMarkdown(content, text);
     bubble.scrollIntoView({ block: "end" });
+  };
+  const finish = (answer, sources) => {
+    finished = true;
+    finishAnswer(bubble, answer, sources);
   };
   let final = null;
   let started = false;
@@ -262,11 +269,11 @@ async function send(query) {
       if (line.complete) final = line;
     }
     if (final?.error) {
-      finishAnswer(bubble, text, []);
+      finish(text, []);
       addNote(bubble, "The answer was cut short.", "error");
       notify(`The answer stopped early: ${final.error}`);
     } else if (final) {
-      finishAnswer(bubble, final.text, final.sources ?? []);
+      finish(final.text, final.sources ?? []);
       if (!state.sessionId || final.conversation_title) {
         state.sessionId = final.session_id;
         history.replaceState(null, "", `#/c/${encodeURIComponent(final.session_id)}`);
@@ -274,12 +281,12 @@ async function send(query) {
       }
       await refreshConversations();
     } else {
-      finishAnswer(bubble, text, []);
+      finish(text, []);
       addNote(bubble, "The connection ended before the answer was complete.", "error");
     }
   } catch (err) {
     if (err.name === "AbortError") {
-      finishAnswer(bubble, text, []);
+      finish(text, []);
       addNote(bubble, "Stopped. This answer was not saved.", "stopped");
     } else if (!started) {
       // Nothing was answered: take the question back so it can be sent again.
@@ -289,7 +296,7 @@ async function send(query) {
       prompt.value = query;
       fail(err);
     } else {
-      finishAnswer(bubble, text, []);
+      finish(text, []);
       addNote(bubble, "The connection was lost.", "error");
       fail(err);
     }
