@@ -387,8 +387,11 @@ class KnowledgeStore:
         sql = _HYBRID_SQL.format(vec=vec, rrf_k=RRF_K)
         async with self._pool.acquire() as conn, conn.transaction():
             # pgvector >= 0.8: keep scanning the HNSW graph until filtered results fill LIMIT.
-            await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            await conn.execute(f"SET LOCAL hnsw.ef_search = {max(40, candidates):d}")
+            await conn.execute(
+                "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
+                " set_config('hnsw.ef_search', $1, true)",
+                str(max(40, candidates)),
+            )
             rows = await conn.fetch(
                 sql, list(query_embedding), query, pipeline_id, flt, candidates, k
             )
