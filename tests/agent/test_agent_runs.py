@@ -237,3 +237,21 @@ def test_model_choice_from_settings(database_url: str) -> None:
     ):
         with pytest.raises(ConfigurationError):
             build_model(settings_for(database_url, **broken))
+
+
+def test_extractive_answer_quotes_sentences_under_a_matching_heading_not_the_heading() -> None:
+    from ragkeeper_agent.agent import Passage
+    from ragkeeper_agent.extractive import compose_answer
+
+    passage = Passage(
+        n=1,
+        document_id="p:faq",
+        title="FAQ",
+        url="https://docs.example/faq",
+        score=1.0,
+        content="## Orders\n\n### How long is the warranty?\n\nEvery unit is covered for 24 months.\n\n"
+        "### Returns\n\nReturns are free within 30 days.",
+    )
+    answer = compose_answer("How long is the warranty?", [passage])
+    assert "> Every unit is covered for 24 months. [1]" in answer
+    assert "> ###" not in answer and "> ## " not in answer

@@ -15,6 +15,7 @@ per-event cost for every few words.
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -81,19 +82,60 @@ def _search_results(messages: list[ModelMessage]) -> list[Passage] | None:
     return None
 
 
+def _units(content: str) -> list[tuple[bool, str]]:
+    """Split a passage into (is_heading, text) units: headings, then sentences.
+
+    Blocks are separated by blank lines; hard-wrapped lines inside a block are joined
+    so a sentence is never cut at a line break.
+    """
+    units: list[tuple[bool, str]] = []
+    for block in re.split(r"\n\s*\n", content):
+        lines: list[str] = []
+        for line in block.splitlines():
+            if line.lstrip().startswith("#"):
+                if lines:
+                    units.extend((False, x) for x in _SENTENCE.split(" ".join(lines)))
+                    lines = []
+                units.append((True, line.strip().lstrip("#").strip()))
+            else:
+                lines.append(line.strip())
+        if lines:
+            units.extend((False, x) for x in _SENTENCE.split(" ".join(lines)))
+    return [(h, " ".join(t.split())) for h, t in units if len(t.strip()) >= 3]
+
+
 def compose_answer(question: str, passages: list[Passage]) -> str:
-    """Quote the best-matching sentences with citations, or say there is no answer."""
+    """Quote the best-matching sentences with citations, or say there is no answer.
+
+    Question words are weighted by how rare they are among the retrieved sentences
+    (a product name that is everywhere counts less than "warranty"), and a heading
+    that matches the question lifts the sentences under it.
+    """
     wanted = _terms(question)
-    scored: list[tuple[float, int, str, int]] = []
-    for rank, passage in enumerate(passages):
-        for sentence in _SENTENCE.split(passage.content):
-            sentence = " ".join(sentence.split())
-            if len(sentence) < 3:
+    units = [(rank, p, _units(p.content)) for rank, p in enumerate(passages)]
+    df: dict[str, int] = {}
+    total = 0
+    for _, _, parts in units:
+        for _, text in parts:
+            total += 1
+            for term in wanted & _terms(text):
+                df[term] = df.get(term, 0) + 1
+
+    def weight(terms: set[str]) -> float:
+        return sum(math.log(1 + total / df[t]) for t in wanted & terms)
+
+    scored: list[tuple[float, int, str, int]] = []  # (score, -order, sentence, source n)
+    for rank, passage, parts in units:
+        heading_terms: set[str] = set()
+        for is_heading, text in parts:
+            if is_heading:
+                heading_terms = _terms(text)
                 continue
-            overlap = len(wanted & _terms(sentence))
-            if overlap:
-                # Prefer overlap, then better-ranked passages, then earlier sentences.
-                scored.append((overlap - rank * 0.01, -len(scored), sentence, passage.n))
+            # a word counts once, whether it is in the sentence or in its heading
+            score = weight(_terms(text) | heading_terms)
+            if score:
+                # Prefer weight, then better-ranked passages, then earlier sentences.
+                scored.append((score - rank * 0.01, -len(scored), text, passage.n))
     if not scored:
         return f"{LABEL}: the documents do not contain an answer to this question."
     best = sorted(scored, reverse=True)[:MAX_SENTENCES]
