@@ -146,6 +146,8 @@ async def test_ops_routes(server: RunningServer) -> None:
         assert ready.status_code == 200 and ready.json()["status"] == "ready"
         page = await c.get("/")
         assert page.status_code == 200 and "ragkeeper" in page.text
+        head = await c.head("/")
+        assert head.status_code == 200 and head.headers["content-type"].startswith("text/html")
         assert (await c.get("/static/style.css")).status_code == 200
         await c.post("/api/search", json={"query": "leave"}, headers=auth("ivy"))
         metrics = await c.get("/metrics")

@@ -169,7 +169,8 @@ def _router(settings: Settings) -> APIRouter:
     )
     no_cache = {"Cache-Control": "no-cache"}
 
-    @router.get("/", include_in_schema=False)
+    # HEAD too: uptime checks and `curl -I` should not see 405 on the front page.
+    @router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page, headers=no_cache)
 
