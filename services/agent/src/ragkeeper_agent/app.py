@@ -25,10 +25,12 @@ from pydantic_ai.models import Model
 from ragkeeper_knowledge.embedding.base import Embedder
 
 from .errors import AgentServiceError
+from .llm import build_model
 from .middleware import BodySizeLimitMiddleware, ObservabilityMiddleware
 from .routes import chat, conversations, openai_compat, ops, search
 from .services import open_services
 from .settings import Settings
+from .tracing import TracingMiddleware, tracing_from_settings
 from .web import install_web
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ def create_app(
 ) -> FastAPI:
     """Build the app. ``embedder``/``model``/``transport`` override the configured ones."""
     draining = asyncio.Event()
+    tracing = tracing_from_settings(settings, version=__version__)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,16 +63,24 @@ def create_app(
             logger.warning(
                 "AUTH_MODE=disabled: every request is trusted; use this only for a local stack"
             )
-        services = await open_services(
-            settings, draining=draining, embedder=embedder, model=model, transport=transport
-        )
-        app.state.services = services
+        run_model = model
+        if tracing is not None:
+            tracing.start()
+            run_model = tracing.instrument(model or build_model(settings))
         try:
-            yield
+            services = await open_services(
+                settings, draining=draining, embedder=embedder, model=run_model, transport=transport
+            )
+            app.state.services = services
+            try:
+                yield
+            finally:
+                draining.set()
+                await services.aclose()
+                logger.info("agent stopped")
         finally:
-            draining.set()
-            await services.aclose()
-            logger.info("agent stopped")
+            if tracing is not None:
+                await tracing.shutdown()
 
     app = FastAPI(
         title="ragkeeper agent",
@@ -78,6 +89,7 @@ def create_app(
         description="Retrieval-augmented agent over the ragkeeper knowledge store.",
     )
     app.state.draining = draining
+    app.state.tracing = tracing
     app.add_exception_handler(AgentServiceError, _service_error)
 
     for router in (
@@ -102,6 +114,8 @@ def create_app(
         )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(ObservabilityMiddleware)
+    if tracing is not None:
+        app.add_middleware(TracingMiddleware, tracing=tracing)
     install_web(app, settings)
     return app
 

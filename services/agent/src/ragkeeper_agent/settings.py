@@ -147,3 +147,15 @@ class Settings(BaseSettings):
     """Supabase project URL for e-mail + password sign-in on the page (WEB_SUPABASE_URL)."""
     web_supabase_anon_key: str = ""
     """The project's public anon key, sent to the browser (WEB_SUPABASE_ANON_KEY)."""
+
+    # --- OpenTelemetry trace export (tracing.py); appended last. The standard OTel names.
+    otel_exporter_otlp_endpoint: str = ""
+    """OTLP/HTTP base URL (``/v1/traces`` is appended); empty with the next one = no export."""
+    otel_exporter_otlp_traces_endpoint: str = ""
+    """Full OTLP/HTTP traces URL, used as-is; wins over OTEL_EXPORTER_OTLP_ENDPOINT."""
+    otel_exporter_otlp_headers: SecretStr = SecretStr("")
+    """``name=value,...`` sent with every export (Langfuse: ``Authorization=Basic%20...``)."""
+    otel_service_name: str = Field(default="ragkeeper-agent", min_length=1)
+    """``service.name`` of the exported spans."""
+    otel_include_content: bool = True
+    """Record prompts, completions and tool arguments/results in the agent spans."""
