@@ -181,24 +181,3 @@ def test_names_stay_within_kubernetes_limits() -> None:
     assert len(builders.manual_job_name(long, "x")) <= 63
     assert len(builders.purge_job_name(long, UID)) <= 63
     assert builders.cronjob_name("docs") == "ragkeeper-docs"
-
-
-def test_drift_detection() -> None:
-    body = datasource(local_spec())
-    desired = builders.build_cronjob(body, parse_spec(body["spec"]), settings())
-    live = {
-        "metadata": {**desired["metadata"], "uid": "x", "resourceVersion": "9"},
-        "spec": {**desired["spec"], "timeZone": None},
-    }
-    live["spec"].pop("timeZone")
-    live["spec"]["jobTemplate"] = {**desired["spec"]["jobTemplate"]}
-    assert not builders.cronjob_drifted(live, desired), "server-side additions are not drift"
-
-    live["spec"] = {**live["spec"], "suspend": True}
-    assert builders.cronjob_drifted(live, desired), "hand edits are drift"
-
-    changed = datasource(local_spec(schedule="@hourly"))
-    new = builders.build_cronjob(changed, parse_spec(changed["spec"]), settings())
-    assert builders.cronjob_drifted(desired, new)
-    patch = builders.cronjob_patch(live, new)
-    assert {"op": "replace", "path": "/spec", "value": new["spec"]} in patch

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import kmock
 import kubernetes_validate
 
 from ragkeeper_operator import builders
@@ -124,6 +125,25 @@ def env_of(workload: dict[str, Any]) -> dict[str, Any]:
     template = job["template"]
     container = template["spec"]["containers"][0]
     return {item["name"]: item.get("value", item.get("valueFrom")) for item in container["env"]}
+
+
+async def mirrored_schedule(k8s: Cluster, when: str, name: str = "team-docs") -> None:
+    """Play the CronJob controller (``lastScheduleTime``) and wait until it is mirrored.
+
+    kopf handles one CronJob's events in order, so once this one is handled, every
+    earlier event of that CronJob (e.g. one the operator's own patch caused) was too.
+    """
+    await k8s.call(
+        "PATCH",
+        f"/apis/batch/v1/namespaces/{NAMESPACE}/cronjobs/{builders.cronjob_name(name)}/status",
+        {"status": {"lastScheduleTime": when}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    await eventually(
+        lambda: (
+            (k8s.obj(DS, NAMESPACE, name) or {}).get("status", {}).get("lastScheduleTime") == when
+        )
+    )
 
 
 async def test_create_makes_one_owned_cronjob(k8s: Cluster, operator: Runtime) -> None:
@@ -396,18 +416,7 @@ async def test_cronjob_schedule_is_mirrored_and_deleted_cronjob_recreated(
     await ready_datasource(k8s)
     name = builders.cronjob_name("team-docs")
 
-    await k8s.call(
-        "PATCH",
-        f"/apis/batch/v1/namespaces/{NAMESPACE}/cronjobs/{name}/status",
-        {"status": {"lastScheduleTime": "2026-01-01T09:45:00Z"}},
-        headers={"Content-Type": "application/merge-patch+json"},
-    )
-    await eventually(
-        lambda: (
-            (k8s.obj(DS, NAMESPACE, "team-docs") or {}).get("status", {}).get("lastScheduleTime")
-            == "2026-01-01T09:45:00Z"
-        )
-    )
+    await mirrored_schedule(k8s, "2026-01-01T09:45:00Z")
 
     await k8s.call("DELETE", f"/apis/batch/v1/namespaces/{NAMESPACE}/cronjobs/{name}")
     await eventually(lambda: cronjob(k8s, "team-docs") is not None)
@@ -432,3 +441,69 @@ async def test_only_watched_namespaces_are_served(k8s: Cluster) -> None:
         # The other namespace's DataSource was created first and is still untouched.
         assert k8s.obj(DS, "elsewhere", "other").get("status") is None  # type: ignore[union-attr]
         assert k8s.all("batch/v1/cronjobs", "elsewhere") == []
+
+
+def cronjob_patches(k8s: Cluster, name: str) -> int:
+    """PATCH requests to the CronJob itself (not its status) the emulator has served."""
+    resource = kmock.resource("batch/v1/cronjobs")
+    return sum(
+        1
+        for request in k8s.api
+        if request.method == kmock.method.PATCH
+        and request.resource == resource
+        and request.name == name
+        and request.subresource is None
+    )
+
+
+async def test_hand_edited_cronjob_is_repaired_once(k8s: Cluster, operator: Runtime) -> None:
+    await ready_datasource(k8s)
+    name = builders.cronjob_name("team-docs")
+    path = f"/apis/batch/v1/namespaces/{NAMESPACE}/cronjobs/{name}"
+    original = cronjob(k8s, "team-docs")
+    assert original is not None
+    assert cronjob_patches(k8s, name) == 0
+
+    container = "/spec/jobTemplate/spec/template/spec/containers/0"
+    await k8s.call(
+        "PATCH",
+        path,
+        [
+            {"op": "replace", "path": "/spec/schedule", "value": "* * * * *"},
+            {"op": "replace", "path": f"{container}/image", "value": "evil/image:latest"},
+        ],
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+
+    def restored() -> dict[str, Any] | None:
+        cj = cronjob(k8s, "team-docs")
+        return cj if cj and cj["spec"] == original["spec"] else None
+
+    repaired = await eventually(restored)
+    assert repaired["metadata"]["uid"] == original["metadata"]["uid"], "patched, not re-created"
+    events = await eventually(
+        lambda: [e for e in k8s.events("team-docs") if e["reason"] == "CronJobDriftRepaired"]
+    )
+    assert events[0]["type"] == "Normal"
+    assert "spec.schedule" in events[0]["message"]
+    assert "image" in events[0]["message"]
+    assert events[0]["involvedObject"]["kind"] == "DataSource"
+    assert cronjob_patches(k8s, name) == 2, "the hand edit and one repair"
+
+    # A later CronJob event: once it is handled, the repair's own event was handled too.
+    await mirrored_schedule(k8s, "2026-01-01T09:45:00Z")
+    assert cronjob_patches(k8s, name) == 2, "no-diff events patch nothing"
+    assert len([e for e in k8s.events("team-docs") if e["reason"] == "CronJobDriftRepaired"]) == 1
+
+
+async def test_purge_suspension_is_not_undone_as_drift(k8s: Cluster, operator: Runtime) -> None:
+    await ready_datasource(k8s)
+
+    await k8s.delete_datasource(NAMESPACE, "team-docs")
+    await eventually(lambda: k8s.all("batch/v1/jobs", NAMESPACE))
+    assert cronjob(k8s, "team-docs")["spec"]["suspend"] is True  # type: ignore[index]
+
+    # A later CronJob event, handled after the one the suspension caused.
+    await mirrored_schedule(k8s, "2026-01-01T09:45:00Z")
+    assert cronjob(k8s, "team-docs")["spec"]["suspend"] is True  # type: ignore[index]
+    assert "CronJobDriftRepaired" not in event_reasons(k8s, "team-docs")

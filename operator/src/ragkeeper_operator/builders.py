@@ -7,8 +7,9 @@ CronJob's template once (the "sync now" annotation, like ``kubectl create job
 ``RUN_MODE=purge`` when a DataSource with ``deletionPolicy: Delete`` goes away.
 
 No function here talks to the API; every result is validated against the
-official schemas in the tests. Naming, labels and the spec hash that detects
-drift live here too, so handlers and tests agree on them.
+official schemas in the tests. Naming, labels and the spec hash live here too,
+so handlers and tests agree on them; ``drift.py`` compares a live CronJob with
+the one built here.
 """
 
 from __future__ import annotations
@@ -354,54 +355,3 @@ def build_purge_job(
         },
         "spec": job_spec,
     }
-
-
-def _is_subset(wanted: Any, actual: Any) -> bool:
-    if isinstance(wanted, Mapping):
-        return isinstance(actual, Mapping) and all(
-            key in actual and _is_subset(value, actual[key]) for key, value in wanted.items()
-        )
-    if isinstance(wanted, list):
-        return (
-            isinstance(actual, list)
-            and len(wanted) == len(actual)
-            and all(_is_subset(w, a) for w, a in zip(wanted, actual, strict=True))
-        )
-    return bool(wanted == actual)
-
-
-def cronjob_drifted(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
-    """Whether the live CronJob differs from what the DataSource asks for.
-
-    A changed spec hash catches edits of the DataSource (including removed
-    fields); the subset check catches hand edits of the CronJob itself, while
-    ignoring fields the API server defaults.
-    """
-    live_meta = existing.get("metadata", {})
-    want_meta = desired["metadata"]
-    live_hash = (live_meta.get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
-    return (
-        live_hash != want_meta["annotations"][SPEC_HASH_ANNOTATION]
-        or not _is_subset(desired["spec"], existing.get("spec", {}))
-        or not _is_subset(want_meta["labels"], live_meta.get("labels") or {})
-        or not _is_subset(want_meta.get("ownerReferences", []), live_meta.get("ownerReferences"))
-    )
-
-
-def cronjob_patch(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """A JSON Patch that replaces the spec wholesale and restores our metadata."""
-    live_meta = existing.get("metadata", {})
-    annotations = dict(live_meta.get("annotations") or {})
-    annotations.update(desired["metadata"]["annotations"])
-    labels = dict(live_meta.get("labels") or {})
-    labels.update(desired["metadata"]["labels"])
-    return [
-        {"op": "add", "path": "/metadata/labels", "value": labels},
-        {"op": "add", "path": "/metadata/annotations", "value": annotations},
-        {
-            "op": "add",
-            "path": "/metadata/ownerReferences",
-            "value": desired["metadata"].get("ownerReferences", []),
-        },
-        {"op": "replace", "path": "/spec", "value": desired["spec"]},
-    ]

@@ -206,9 +206,27 @@ async def cronjob_event(
         if type != "DELETED":
             await reconcile.record_schedule(rt, namespace, datasource, body)
             return
+        rt.repaired.pop((namespace, body.metadata.name or ""), None)
         owner = await rt.api.get(*DS, namespace, datasource)
         if owner is not None and not owner.get("metadata", {}).get("deletionTimestamp"):
             logger.info("CronJob of %s/%s was deleted; re-creating it", namespace, datasource)
             await reconcile.converge(rt, owner)
     except (KubeError, InvalidSpec, DependencyMissing) as exc:
         logger.warning("CronJob event for %s/%s not handled: %s", namespace, datasource, exc)
+
+
+@kopf.on.event("batch", "v1", "cronjobs", labels=MANAGED)
+async def cronjob_drift(
+    type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    """Someone edited an owned CronJob: patch it back and post ``CronJobDriftRepaired``.
+
+    The operator's own patches come back here too; they compare equal and do nothing.
+    """
+    if type == "DELETED" or not namespace:
+        return
+    try:
+        await reconcile.repair_drift(_runtime(memo), namespace, body)
+    except (KubeError, DependencyMissing) as exc:
+        name = body.metadata.name
+        logger.warning("drift of CronJob %s/%s not repaired: %s", namespace, name, exc)

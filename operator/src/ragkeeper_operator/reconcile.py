@@ -19,13 +19,13 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
 import kopf
 
-from ragkeeper_operator import builders, status
+from ragkeeper_operator import builders, drift, status
 from ragkeeper_operator.kube import Conflict, KubeClient, NotFound
 from ragkeeper_operator.metrics import OperatorMetrics
 from ragkeeper_operator.settings import OperatorSettings
@@ -121,6 +121,8 @@ class Runtime:
     configuration: Any = None
     kube: KubeClient | None = None
     writer: StatusWriter | None = None
+    # resourceVersion of each CronJob as our last drift repair left it (see repair_drift).
+    repaired: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def attach(self, kube: KubeClient) -> None:
         self.kube = kube
@@ -205,10 +207,71 @@ async def ensure_cronjob(rt: Runtime, body: Mapping[str, Any], spec: DataSourceS
             existing = await rt.api.get(*CRONJOBS, namespace, name)
             if existing is None:
                 raise
-    if not builders.cronjob_drifted(existing, desired):
+    if not drift.cronjob_drifted(existing, desired):
         return "unchanged"
-    await rt.api.patch(*CRONJOBS, namespace, name, builders.cronjob_patch(existing, desired))
+    await rt.api.patch(*CRONJOBS, namespace, name, drift.cronjob_patch(existing, desired))
     return "updated"
+
+
+def owner_name(cronjob: Mapping[str, Any]) -> str | None:
+    """The DataSource a CronJob belongs to: its owner reference, else its label."""
+    metadata = cronjob.get("metadata") or {}
+    for ref in metadata.get("ownerReferences") or []:
+        if ref.get("kind") == builders.KIND and str(ref.get("apiVersion", "")).startswith(
+            f"{builders.GROUP}/"
+        ):
+            return str(ref["name"])
+    label = (metadata.get("labels") or {}).get(builders.DATASOURCE_LABEL)
+    return str(label) if label else None
+
+
+async def repair_drift(rt: Runtime, namespace: str, cronjob: Mapping[str, Any]) -> list[str]:
+    """Patch an owned CronJob back to what its DataSource asks for; return the drifted fields.
+
+    Nothing happens (an empty list) when the CronJob matches, when its DataSource is
+    gone or being deleted (the purge suspends the CronJob on purpose), or when the
+    spec is invalid (the DataSource handler reports that). A missing dependency
+    raises ``DependencyMissing``: the CronJob is then left as it is, as converge does.
+    Loop guard: if an event shows the very resourceVersion our last repair produced
+    and the comparison still sees drift, the comparison disagrees with how the API
+    server stores the object; patching again would never end, so it is logged instead.
+    """
+    metadata = cronjob.get("metadata") or {}
+    name = str(metadata.get("name", ""))
+    datasource = owner_name(cronjob)
+    if not datasource:
+        return []
+    owner = await rt.api.get(*DS, namespace, datasource)
+    if owner is None or (owner.get("metadata") or {}).get("deletionTimestamp"):
+        return []
+    try:
+        spec = parse_spec(owner.get("spec") or {})
+    except InvalidSpec:
+        return []
+    desired = builders.build_cronjob(owner, spec, rt.settings)
+    if desired["metadata"]["name"] != name:
+        return []
+    drifted = drift.cronjob_drift(cronjob, desired)
+    if not drifted:
+        return []
+    version = metadata.get("resourceVersion")
+    if version and rt.repaired.get((namespace, name)) == version:
+        logger.warning(
+            "CronJob %s/%s still differs after its repair (%s); not patching again",
+            namespace,
+            name,
+            drift.describe(drifted),
+        )
+        return []
+    await check_dependencies(rt, namespace, spec)
+    result = await rt.api.patch(*CRONJOBS, namespace, name, drift.cronjob_patch(cronjob, desired))
+    repaired_version = (result.get("metadata") or {}).get("resourceVersion")
+    if repaired_version:
+        rt.repaired[(namespace, name)] = str(repaired_version)
+    message = f"CronJob {name} differed from this DataSource; restored {drift.describe(drifted)}"
+    post_event(owner, "Normal", "CronJobDriftRepaired", message)
+    logger.info("repaired drift of CronJob %s/%s: %s", namespace, name, drift.describe(drifted))
+    return drifted
 
 
 async def report_ready(
