@@ -45,6 +45,8 @@ _RESOURCES = {
 }
 _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 _OBJECT_LIST = {"type": "array", "items": {"type": "object"}}
+# An http(s) URL without credentials or whitespace, or empty (the OTLP endpoints).
+_HTTP_URL = "^(https?://[^/?#@\\s]+(/[^?#\\s]*)?)?$"
 _DNS_LABEL = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
 
 # ragkeeper_knowledge's EmbeddingProvider minus "hashing" (a test double); tests keep them equal.
@@ -76,6 +78,10 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "agent.auth.jwksUrl": {"pattern": "^(https://.+)?$"},
     "agent.web.supabase.url": {"pattern": "^(https://[^/?#@\\s]+(/[^?#\\s]*)?)?$"},
     "agent.web.title": {"maxLength": 80},
+    "agent.tracing.endpoint": {"pattern": _HTTP_URL},
+    "agent.tracing.tracesEndpoint": {"pattern": _HTTP_URL},
+    "agent.tracing.serviceName": {"minLength": 1},
+    "agent.tracing.headersSecret.key": {"minLength": 1},
     "agent.rateLimitPerMinute": {"minimum": 1},
     "agent.corsOrigins": {"type": "array", "items": {"type": "string", "minLength": 1}},
     "agent.service.type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},

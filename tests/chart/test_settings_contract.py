@@ -5,12 +5,14 @@ references replaced by plausible values) is loaded through the agent's `Settings
 operator's `OperatorSettings`, so a renamed variable or a value the service refuses (say
 AUTH_MODE=jwks) fails here rather than in a crash-looping pod. The agent's web page settings
 come out as the scenario's `agent.web` values say, and the page's Content-Security-Policy lets
-the browser reach the Supabase project when one is configured.
+the browser reach the Supabase project when one is configured. The OTEL_* trace settings come
+out as `agent.tracing` says: export off without an endpoint, otherwise the URL `tracing.py`
+exports to, the service name, the content switch and the headers from the Secret.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -19,10 +21,14 @@ from ragkeeper_knowledge.embedding.factory import EmbeddingConfig
 from scripts import chart_values
 from tests.chart.tools import CI_VALUES, by_kind, named
 
+if TYPE_CHECKING:
+    from ragkeeper_agent.settings import Settings
+
 SCENARIOS = ["minimal-values", "production-values", "namespaced-values", "manifests-values"]
 SECRET_VALUES = {
     "DATABASE_URL": "postgresql://ragkeeper:s3cret@db.example.com:5432/ragkeeper",
     "AUTH_JWT_SECRET": "x" * 48,
+    "OTEL_EXPORTER_OTLP_HEADERS": "Authorization=Basic%20cGstbGY6c2stbGY=,x-langfuse-ingestion-version=4",
 }
 
 
@@ -47,13 +53,20 @@ def _load_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
         monkeypatch.setenv(name, value)
 
 
-def _web_values(scenario: str) -> dict[str, Any]:
-    """agent.web of a scenario: the chart defaults overlaid with the ci/ file's values."""
-    defaults = yaml.safe_load(chart_values.VALUES.read_text())["agent"]["web"]
+def _overlay(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(defaults)
+    for key, value in given.items():
+        nested = isinstance(value, dict) and isinstance(defaults.get(key), dict)
+        merged[key] = _overlay(defaults[key], value) if nested else value
+    return merged
+
+
+def _agent_values(scenario: str, section: str) -> dict[str, Any]:
+    """agent.<section> of a scenario: the chart defaults overlaid with the ci/ file's values."""
+    defaults = yaml.safe_load(chart_values.VALUES.read_text())["agent"][section]
     path = next(p for p in CI_VALUES if p.stem == scenario)
-    given = (yaml.safe_load(path.read_text()).get("agent") or {}).get("web") or {}
-    supabase = {**defaults["supabase"], **given.get("supabase", {})}
-    return {**defaults, **given, "supabase": supabase}
+    given = (yaml.safe_load(path.read_text()).get("agent") or {}).get(section) or {}
+    return _overlay(defaults, given)
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -72,7 +85,7 @@ def test_agent_settings_accept_the_rendered_env(
     assert settings.auth_mode == "jwt"
     assert settings.auth_jwt_secret.get_secret_value() or settings.auth_jwks_url
     assert settings.rate_limit_per_minute > 0
-    web = _web_values(scenario)
+    web = _agent_values(scenario, "web")
     assert settings.web_enabled is web["enabled"]
     assert settings.web_title == web["title"]
     assert settings.web_supabase_url == web["supabase"]["url"]
@@ -87,11 +100,38 @@ def test_agent_settings_accept_the_rendered_env(
     assert page["supabase"] == (
         {"url": supabase_url, "anon_key": web["supabase"]["anonKey"]} if supabase_url else None
     )
+    _assert_tracing(settings, _agent_values(scenario, "tracing"))
     embedding = EmbeddingConfig.from_env(_resolved_env(objects, container))
     assert (
         embedding.provider == named(objects, "ConfigMap", "-config")["data"]["EMBEDDING_PROVIDER"]
     )
     assert embedding.resolved_model
+
+
+def _assert_tracing(settings: Settings, tracing: dict[str, Any]) -> None:
+    from ragkeeper_agent.tracing import parse_headers, traces_endpoint
+
+    if not (tracing["endpoint"] or tracing["tracesEndpoint"]):
+        assert traces_endpoint(settings) is None
+        assert settings.otel_exporter_otlp_headers.get_secret_value() == ""
+        return
+    expected = tracing["tracesEndpoint"] or tracing["endpoint"].rstrip("/") + "/v1/traces"
+    assert traces_endpoint(settings) == expected
+    assert settings.otel_service_name == tracing["serviceName"]
+    assert settings.otel_include_content is tracing["includeContent"]
+    headers = parse_headers(settings.otel_exporter_otlp_headers.get_secret_value())
+    if tracing["headersSecret"]["name"]:
+        assert headers["authorization"].startswith("Basic ")
+    else:
+        assert headers == {}
+
+
+def test_ci_scenarios_cover_tracing_on_and_off() -> None:
+    endpoints = {
+        (bool(t["endpoint"]), bool(t["tracesEndpoint"]), bool(t["headersSecret"]["name"]))
+        for t in (_agent_values(path.stem, "tracing") for path in CI_VALUES)
+    }
+    assert {(False, False, False), (True, False, True), (False, True, False)} <= endpoints
 
 
 def test_schema_offers_the_embedding_providers_the_store_knows() -> None:

@@ -179,3 +179,32 @@ and it is useless without the anon key (Supabase answers 401 without one), so bo
   value: {{ required "agent.web.supabase.anonKey is required with agent.web.supabase.url" $supabase.anonKey | quote }}
 {{- end }}
 {{- end -}}
+
+{{/*
+OTEL_* environment of the agent (agent.tracing), rendered only when an endpoint is set so a
+default install exports nothing. The headers carry credentials: only ever a secretKeyRef.
+*/}}
+{{- define "ragkeeper.agentTracingEnv" -}}
+{{- $tracing := .Values.agent.tracing -}}
+{{- if or $tracing.endpoint $tracing.tracesEndpoint }}
+{{- with $tracing.endpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- with $tracing.tracesEndpoint }}
+- name: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+- name: OTEL_SERVICE_NAME
+  value: {{ $tracing.serviceName | quote }}
+- name: OTEL_INCLUDE_CONTENT
+  value: {{ $tracing.includeContent | toString | quote }}
+{{- with $tracing.headersSecret.name }}
+- name: OTEL_EXPORTER_OTLP_HEADERS
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $tracing.headersSecret.key }}
+{{- end }}
+{{- end }}
+{{- end -}}
