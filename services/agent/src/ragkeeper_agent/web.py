@@ -22,7 +22,6 @@ Install with :func:`install_web` from the app factory.
 from __future__ import annotations
 
 import html
-import json
 import logging
 from importlib.resources import files
 from typing import Any
@@ -32,6 +31,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .middleware import send_json_error
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -145,18 +145,7 @@ class SecurityHeadersMiddleware:
             # Starlette's own 500 page is rendered outside every middleware; answer here
             # so the error response carries the headers too.
             logger.exception("%s %s failed", scope.get("method"), scope.get("path"))
-            body = json.dumps({"detail": "internal server error"}).encode()
-            await send_with_headers(
-                {
-                    "type": "http.response.start",
-                    "status": 500,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await send_json_error(send_with_headers, 500, "internal server error")
 
 
 def _router(settings: Settings) -> APIRouter:
