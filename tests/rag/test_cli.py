@@ -30,6 +30,22 @@ def job_env(database_url: str | None, tmp_path: Path, **extra: str) -> dict[str,
     return env
 
 
+def one_file_env(
+    database_url: str, tmp_path: Path, pipeline_id: str, **extra: str
+) -> dict[str, str]:
+    """Job env for a local folder ``tmp_path/d`` holding one small Markdown file."""
+    folder = tmp_path / "d"
+    folder.mkdir(exist_ok=True)
+    (folder / "x.md").write_text("# X\n\ntext")
+    return job_env(
+        database_url,
+        tmp_path,
+        RAG_PIPELINE_ID=pipeline_id,
+        RAG_WATCH_DIRECTORY=str(folder),
+        **extra,
+    )
+
+
 def run_job(env: dict[str, str], *args: str, timeout: float = 240) -> tuple[int, dict, str]:
     proc = subprocess.run(
         [sys.executable, "-m", "ragkeeper_rag", *args],
@@ -152,11 +168,7 @@ async def test_bad_configuration_exits_2_with_one_line_reason(
 
 
 async def test_embedding_model_change_exits_2(database_url: str, tmp_path: Path) -> None:
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "x.md").write_text("# X\n\nsome text")
-    env = job_env(
-        database_url, tmp_path, RAG_PIPELINE_ID="ns/model", RAG_WATCH_DIRECTORY=str(tmp_path / "d")
-    )
+    env = one_file_env(database_url, tmp_path, "ns/model")
     assert run_job(env)[0] == 0
     env["EMBEDDING_MODEL_CHOICE"] = "hashing-other-dimension"
     env["EMBEDDING_PROVIDER"] = "hashing"
@@ -168,14 +180,7 @@ async def test_embedding_model_change_exits_2(database_url: str, tmp_path: Path)
 async def test_database_unreachable_exits_1_and_leaves_state(
     database_url: str, tmp_path: Path
 ) -> None:
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "x.md").write_text("# X\n\ntext")
-    env = job_env(
-        database_url,
-        tmp_path,
-        RAG_PIPELINE_ID="ns/unreach",
-        RAG_WATCH_DIRECTORY=str(tmp_path / "d"),
-    )
+    env = one_file_env(database_url, tmp_path, "ns/unreach")
     assert run_job(env)[0] == 0
     before = await table_snapshot(database_url, "ns/unreach")
     (tmp_path / "d" / "y.md").write_text("# Y\n\nnew")
@@ -186,12 +191,8 @@ async def test_database_unreachable_exits_1_and_leaves_state(
 
 
 async def test_purge_removes_only_this_pipeline(database_url: str, tmp_path: Path) -> None:
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "x.md").write_text("# X\n\ntext")
     for pid in ("ns/keep", "ns/purge"):
-        env = job_env(
-            database_url, tmp_path, RAG_PIPELINE_ID=pid, RAG_WATCH_DIRECTORY=str(tmp_path / "d")
-        )
+        env = one_file_env(database_url, tmp_path, pid)
         assert run_job(env)[0] == 0
     code, stats, _ = run_job(env, "--mode", "purge")
     assert code == 0 and stats["run_mode"] == "purge" and stats["files_deleted"] == 1
@@ -236,11 +237,7 @@ async def test_sigkill_mid_run_then_rerun_converges(pg_admin_url: str, tmp_path:
 async def test_continuous_mode_stops_gracefully_on_sigterm(
     database_url: str, tmp_path: Path
 ) -> None:
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "x.md").write_text("# X\n\ntext")
-    env = job_env(
-        database_url, tmp_path, RAG_PIPELINE_ID="ns/cont", RAG_WATCH_DIRECTORY=str(tmp_path / "d")
-    )
+    env = one_file_env(database_url, tmp_path, "ns/cont")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ragkeeper_rag", "--mode", "continuous", "--interval", "30"],
         env=env,
@@ -327,13 +324,10 @@ async def test_refused_embedding_api_key_exits_3(database_url: str, tmp_path: Pa
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        (tmp_path / "d").mkdir()
-        (tmp_path / "d" / "x.md").write_text("# X\n\ntext")
-        env = job_env(
+        env = one_file_env(
             database_url,
             tmp_path,
-            RAG_PIPELINE_ID="ns/key",
-            RAG_WATCH_DIRECTORY=str(tmp_path / "d"),
+            "ns/key",
             EMBEDDING_PROVIDER="openai",
             EMBEDDING_API_KEY="sk-wrong-key-123",
             EMBEDDING_BASE_URL=f"http://127.0.0.1:{server.server_port}/v1",
