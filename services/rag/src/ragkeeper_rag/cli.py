@@ -31,7 +31,7 @@ from .errors import EXIT_OK, ConfigurationError, Interrupted, TransientError, ex
 from .extraction import SUPPORTED_EXTENSIONS
 from .logs import configure_logging
 from .settings import RagSettings
-from .sources import build_source
+from .sources import Source, build_source
 from .sync import ChunkingOptions, RunStats, SyncEngine, purge
 
 logger = logging.getLogger("ragkeeper_rag")
@@ -111,7 +111,7 @@ async def run(settings: RagSettings, stop: asyncio.Event) -> RunStats:
 
 
 async def _continuous(
-    engine: SyncEngine, source: Any, pipeline_id: str, interval: float, stop: asyncio.Event
+    engine: SyncEngine, source: Source, pipeline_id: str, interval: float, stop: asyncio.Event
 ) -> RunStats:
     """Sync every ``interval`` seconds until SIGTERM; a failed pass is logged and retried."""
     last: RunStats | None = None
