@@ -231,7 +231,8 @@ async def test_invalid_spec_sets_condition_and_operator_keeps_working(
     await k8s.patch_datasource(NAMESPACE, "broken", {"spec": {"schedule": "@hourly"}})
     await eventually(ready(k8s, "broken", "True"))
     assert cronjob(k8s, "broken")["spec"]["schedule"] == "@hourly"  # type: ignore[index]
-    assert operator.metrics.reconciliations.labels(result="invalid")._value.get() >= 2
+    invalid = operator.metrics.reconciliations.labels(result="invalid")
+    await eventually(lambda: invalid._value.get() >= 2)
 
 
 async def test_missing_secret_heals_when_created(k8s: Cluster, operator: Runtime) -> None:
@@ -286,7 +287,10 @@ async def test_finished_pods_become_last_run_and_conditions(
     assert body["status"]["lastSuccessfulTime"] == "2026-01-01T10:00:00Z"
     assert condition(body, "LastRunSucceeded")["status"] == "True"  # type: ignore[index]
     labels = {"namespace": NAMESPACE, "datasource": "team-docs"}
-    assert operator.metrics.documents.labels(**labels)._value.get() == 12
+    # The fake API server holds the new status before the operator's patch call returns and
+    # the gauges are set: wait for them rather than read them in that gap.
+    documents = operator.metrics.documents.labels(**labels)
+    await eventually(lambda: documents._value.get() == 12)
     assert operator.metrics.files_failed.labels(**labels)._value.get() == 2
 
     await k8s.finish_pod(

@@ -92,9 +92,10 @@ class StatusWriter:
             if not patch:
                 return None
             await self._kube.patch(*DS, namespace, name, {"status": patch}, subresource="status")
+            # Under the lock, so the gauges follow the writes in the order they were made.
+            self._observe(namespace, name, after)
         for transition in status.transitions(before, after):
             post_event(body, transition.event_type, transition.reason, transition.message)
-        self._observe(namespace, name, after)
         return StatusChange(body=body, before=before, after=after)
 
     def _observe(self, namespace: str, name: str, current: Mapping[str, Any]) -> None:
