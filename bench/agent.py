@@ -135,6 +135,7 @@ async def seed(dsn: str, documents: int) -> None:
                 ],
             )
         )
+    await store.ensure_vector_index()  # as the ingestion job does after its first load
     await pool.close()
 
 

@@ -5,6 +5,8 @@ loop, on a socket bound to a free port of 127.0.0.1: the agent tests serve ``cre
 with it, the browser tests serve the agent and their fake Supabase auth API. Binding the socket
 before uvicorn starts avoids picking a port and racing another process for it; running in the
 test's loop lets tests reach into the app (shutdown requests, pacing) without threads.
+
+:func:`vector_index_def` reads the definition of the store's HNSW index (knowledge and rag tests).
 """
 
 from __future__ import annotations
@@ -51,3 +53,11 @@ async def serve_asgi(app: Any) -> AsyncIterator[str]:
         server.should_exit = True
         await task
         sock.close()
+
+
+async def vector_index_def(pool: Any) -> str | None:
+    """``pg_indexes.indexdef`` of the store's HNSW index, or None while it is not built."""
+    value = await pool.fetchval(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'documents_embedding_hnsw'"
+    )
+    return None if value is None else str(value)

@@ -108,6 +108,7 @@ async def seed(store: KnowledgeStore, embedder: HashingEmbedder) -> None:
             rows=[RowWrite("", i + 1, row) for i, row in enumerate(SALES_ROWS)],
         )
     )
+    await store.ensure_vector_index()  # as the ingestion job does after its first load
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -61,6 +63,33 @@ async def test_order_is_preserved() -> None:
     embedder = HashingEmbedder()
     texts = ["one", "two", "three"]
     assert await embedder.embed(texts) == [await embedder.embed_query(t) for t in texts]
+
+
+def test_vectors_equal_adding_feature_by_feature() -> None:
+    """The cached, bincount-summed vectors are those of the plain definition in the docstring."""
+
+    def reference(text: str, dimension: int) -> list[float]:
+        words = re.findall(r"\w+", text.lower())
+        features = [("\x00empty", 1.0)] if not words else []
+        for word in words:
+            padded = f"<{word}>"
+            features.append(("w:" + word, 1.0))
+            features += [("c:" + padded[i : i + 3], 0.5) for i in range(len(padded) - 2)]
+        vector = [0.0] * dimension
+        for feature, weight in features:
+            digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
+            bucket = int.from_bytes(digest, "little")
+            vector[(bucket >> 1) % dimension] += weight if bucket & 1 else -weight
+        norm = math.sqrt(sum(v * v for v in vector))
+        return [v / norm for v in vector]
+
+    texts = ["Kubernetes operators reconcile state", "", "ERR-4711 ERR-4711 disk", "Ünïcode wörd"]
+    for dimension in (8, 384):
+        embedder = HashingEmbedder(dimension)
+        for _ in range(2):  # the second pass is served from the word cache
+            assert [embedder.vector_for(t) for t in texts] == [
+                reference(t, dimension) for t in texts
+            ]
 
 
 def test_identity_is_stable() -> None:

@@ -16,6 +16,7 @@ from ragkeeper_knowledge.errors import EmbeddingModelMismatch
 from ragkeeper_knowledge.migrate import current_revision, head_revision, migrate
 
 from ..conftest import create_database
+from ..support import vector_index_def
 
 DIM = 8
 
@@ -141,10 +142,9 @@ async def test_other_embedding_model_is_refused(store: KnowledgeStore) -> None:
 
 async def test_vector_search_uses_hnsw_and_filters(store: KnowledgeStore) -> None:
     """Invariant 6: an HNSW cosine index exists and search filters by pipeline and metadata."""
-    indexdef = await store.pool.fetchval(
-        "SELECT indexdef FROM pg_indexes WHERE indexname = 'documents_embedding_hnsw'"
-    )
-    assert "hnsw" in indexdef and "vector_cosine_ops" in indexdef
+    await store.ensure_vector_index()
+    indexdef = await vector_index_def(store.pool)
+    assert indexdef is not None and "hnsw" in indexdef and "vector_cosine_ops" in indexdef
     await store.replace_document(doc("p-s1", "x", [chunk("north wind", vec(5), lang="en")]))
     await store.replace_document(doc("p-s2", "x", [chunk("north wind", vec(5), lang="de")]))
     hits = await store.search("", vec(5), k=5, pipeline_id="p-s2")
@@ -211,3 +211,29 @@ async def test_migrations_run_once_under_concurrency(pg_admin_url: str) -> None:
             await c.close()
     pool = await create_pool(url)  # idempotent on an already-migrated database
     await pool.close()
+
+
+@pytest.mark.parametrize(("dimension", "opclass"), [(DIM, "vector_cosine_ops"), (2048, "halfvec")])
+async def test_vector_index_is_built_once_after_the_first_load(
+    pg_admin_url: str, dimension: int, opclass: str
+) -> None:
+    """The HNSW index comes after the first load (a bulk build), exactly once under concurrency."""
+    pool = await create_pool(await create_database(pg_admin_url, f"vector_index_{dimension}"))
+    try:
+        fresh = KnowledgeStore(pool)
+        await fresh.register_embedding_model("test-model", dimension)
+        assert await vector_index_def(pool) is None  # no graph to grow row by row during the load
+        one = [1.0] + [0.0] * (dimension - 1)
+        await fresh.replace_document(doc("p-idx", "a", [chunk("first load", one)]))
+        # Four syncs finishing at once: one builds, the others find it built.
+        built = await asyncio.gather(
+            *(KnowledgeStore(pool).ensure_vector_index() for _ in range(4))
+        )
+        assert sorted(built) == [False, False, False, True]
+        indexdef = await vector_index_def(pool)
+        assert indexdef is not None and "hnsw" in indexdef and opclass in indexdef
+        assert await fresh.ensure_vector_index() is False
+        hits = await fresh.search("first load", one, k=1)
+        assert [h.document_id for h in hits] == ["p-idx:a"]
+    finally:
+        await pool.close()

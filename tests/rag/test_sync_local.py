@@ -15,6 +15,7 @@ from ragkeeper_rag.sources.base import FetchedContent, ScanResult, SourceFile
 from ragkeeper_rag.sources.local import LocalSource
 from ragkeeper_rag.sync import ChunkingOptions, SyncEngine
 
+from ..support import vector_index_def
 from .corpus import markdown_doc, paragraph, write_mixed_corpus
 
 
@@ -74,10 +75,13 @@ async def test_first_sync_then_no_change_embeds_nothing(
     assert (first.files_seen, first.files_added, first.files_failed) == (21, 21, 0)
     assert first.chunks_embedded > 21
     embedded = len(embedder.texts)
+    assert await vector_index_def(store.pool) is not None  # built after the first load
 
+    await store.pool.execute("DROP INDEX documents_embedding_hnsw")
     again = await eng.sync_once(source(tmp_path / "docs"), "t/first")
     assert (again.files_unchanged, again.files_added, again.files_updated) == (21, 0, 0)
     assert again.chunks_embedded == 0
+    assert await vector_index_def(store.pool) is not None  # a lost index is rebuilt by the next run
     # nothing is embedded on the second run (the dimension probe goes through embed_query)
     assert embedder.texts[embedded:] == []
     assert again.documents_total == 21

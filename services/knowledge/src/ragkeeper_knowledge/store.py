@@ -10,7 +10,8 @@ Why it looks like this:
 * **Vectors are reused by chunk hash** (invariant 4): ``existing_embeddings``
   returns stored vectors for known chunk texts so callers embed only new ones.
 * **One embedding space** (invariant 5): ``register_embedding_model`` records the
-  model once; the vector column gets its dimension and HNSW index then.
+  model once and gives the vector column its dimension; ``ensure_vector_index``
+  builds the HNSW index after the first load (faster than growing it row by row).
 * **Hybrid search** (invariant 6): HNSW cosine search and Postgres full-text
   search, each filtered by pipeline/metadata, fused by reciprocal rank, because
   names, codes and rare words are where vectors alone fail.
@@ -129,17 +130,32 @@ class KnowledgeStore:
             await conn.execute(
                 f"ALTER TABLE documents ALTER COLUMN embedding TYPE vector({dimension:d})"
             )
-            if dimension <= MAX_VECTOR_INDEX_DIM:
-                await conn.execute(
-                    "CREATE INDEX IF NOT EXISTS documents_embedding_hnsw ON documents "
-                    "USING hnsw (embedding vector_cosine_ops)"
-                )
-            else:
-                await conn.execute(
-                    "CREATE INDEX IF NOT EXISTS documents_embedding_hnsw ON documents "
-                    f"USING hnsw ((embedding::halfvec({dimension:d})) halfvec_cosine_ops)"
-                )
         self._dimension = dimension
+
+    async def ensure_vector_index(self) -> bool:
+        """Build the HNSW cosine index if it is missing; True when this call built it.
+
+        The index is not created with the model but after the first load (the sync engine
+        calls this at the end of every run): pgvector builds a graph over rows already in
+        the table several times faster than it inserts the same rows one by one into an
+        existing graph (``bench/ingest.py``), and a first sync writes the whole corpus.
+        Until it exists, search is an exact scan: correct, just slower on large stores.
+        Serialised by the migration advisory lock, so concurrent first syncs build it once.
+        """
+        name = "documents_embedding_hnsw"
+        if await self._pool.fetchval("SELECT to_regclass($1) IS NOT NULL", name):
+            return False
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_KEY)
+            dimension = await conn.fetchval("SELECT dimension FROM embedding_model")
+            if dimension is None or await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name):
+                return False
+            if dimension <= MAX_VECTOR_INDEX_DIM:
+                column = "embedding vector_cosine_ops"
+            else:
+                column = f"(embedding::halfvec({dimension:d})) halfvec_cosine_ops"
+            await conn.execute(f"CREATE INDEX {name} ON documents USING hnsw ({column})")
+        return True
 
     async def _vector_expr(self) -> str:
         if self._dimension is None:

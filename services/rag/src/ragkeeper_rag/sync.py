@@ -13,6 +13,9 @@ Why in this order:
   of the scan is committed; a crash or SIGTERM leaves the old cursor, and the
   next run redoes at most the uncommitted documents — idempotently, since
   each document is replaced whole in one transaction (invariant 1).
+* **Vector index after the first load.** The HNSW index is built at the end of
+  a run when it is missing (the first sync into a new store), over the rows just
+  written: several times cheaper than inserting them into a growing graph.
 * **Groups of files.** Fetch/extract run concurrently for a group, then all
   new chunk texts of the group go to the embedder in one call, which keeps
   batch sizes high for both local models and HTTP APIs.
@@ -228,6 +231,10 @@ class SyncEngine:
         if stop.is_set():
             raise Interrupted("stop requested; the cursor was not advanced")
         stats.files_deleted = await self.store.delete_documents(pipeline_id, gone)
+        index_started = time.monotonic()
+        if await self.store.ensure_vector_index():
+            # First load (or the index was dropped): built over the rows just written.
+            logger.info("built the vector index in %.1fs", time.monotonic() - index_started)
         stats.documents_total = await self.store.count_documents(pipeline_id)
         await self.store.save_state(
             pipeline_id, source.pipeline_type, scan.next_cursor, stats.as_dict()
