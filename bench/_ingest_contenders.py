@@ -29,6 +29,7 @@ from ragkeeper_rag.errors import FileSkipped
 from ragkeeper_rag.extraction import SUPPORTED_EXTENSIONS
 from ragkeeper_rag.sources.local import LocalSource
 from ragkeeper_rag.sync import ChunkingOptions, SyncEngine
+from ragkeeper_rag.workers import resolve_workers
 
 PIPELINE_ID = "bench/local"
 
@@ -52,12 +53,19 @@ class RagkeeperContender(ContenderBase):
     name = "ragkeeper"
     _pool: asyncpg.Pool | None = None
     _engine: SyncEngine | None = None
+    # RAG_EXTRACT_WORKERS of the job (0: one process per available CPU, at most 2)
+    extract_workers = 0
 
     async def setup(self) -> None:
         url = await self.pg.create_database("bench_ragkeeper")
         self._pool = await create_pool(url, max_size=5)
         chunking = ChunkingOptions(size=self.size, overlap=self.overlap)
-        self._engine = SyncEngine(KnowledgeStore(self._pool), self.embedder, chunking=chunking)
+        self._engine = SyncEngine(
+            KnowledgeStore(self._pool),
+            self.embedder,
+            chunking=chunking,
+            extract_workers=resolve_workers(self.extract_workers),
+        )
 
     async def sync(self) -> str:
         assert self._engine is not None

@@ -95,6 +95,29 @@ class PostgresHandle:
             total += t.user + t.system
         return total
 
+    def client_cpu_seconds(self) -> float:
+        """CPU time of this process and every process it started except the server.
+
+        Counts ragkeeper's extraction workers: they are children of the ``forkserver``
+        process, which collects their times when they exit (``children_user``/``_system``).
+        """
+        me = psutil.Process()
+        t = me.cpu_times()
+        total = t.user + t.system
+        server = {self._postmaster.pid}
+        for child in me.children():
+            if child.pid in server:
+                continue
+            try:
+                t = child.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+                for grandchild in child.children(recursive=True):  # workers still running
+                    g = grandchild.cpu_times()
+                    total += g.user + g.system
+            except psutil.Error:
+                continue
+        return total
+
     def close(self) -> None:
         self._server.cleanup()
         shutil.rmtree(self.base, ignore_errors=True)

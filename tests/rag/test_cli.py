@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+import psutil
 
 from ..conftest import create_database
 from .corpus import write_mixed_corpus
@@ -208,7 +209,8 @@ async def test_sigkill_mid_run_then_rerun_converges(pg_admin_url: str, tmp_path:
     common = {"RAG_PIPELINE_ID": "ns/kill", "RAG_WATCH_DIRECTORY": str(tmp_path / "docs")}
     assert run_job(job_env(clean_url, tmp_path, **common))[0] == 0
 
-    env = job_env(killed_url, tmp_path, **common)
+    # Two extraction workers whatever this machine has: a killed job must take them along.
+    env = job_env(killed_url, tmp_path, **common, RAG_EXTRACT_WORKERS="2")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ragkeeper_rag"],
         env=env,
@@ -221,10 +223,14 @@ async def test_sigkill_mid_run_then_rerun_converges(pg_admin_url: str, tmp_path:
     for line in proc.stderr:  # wait until some documents are committed, then kill -9
         if "progress" in line or time.monotonic() > deadline:
             break
+    helpers = psutil.Process(proc.pid).children(recursive=True)  # fork server + workers
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
+    assert len(helpers) >= 3  # (and multiprocessing's resource tracker)
+    _, alive = psutil.wait_procs(helpers, timeout=30)
+    assert alive == [], "extraction processes outlived the killed job"
     partial = await table_snapshot(killed_url, "ns/kill")
     assert 0 < len(partial["docs"]) < 140
 

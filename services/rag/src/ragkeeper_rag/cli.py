@@ -33,6 +33,7 @@ from .logs import configure_logging
 from .settings import RagSettings
 from .sources import Source, build_source
 from .sync import ChunkingOptions, RunStats, SyncEngine, purge
+from .workers import resolve_workers
 
 logger = logging.getLogger("ragkeeper_rag")
 
@@ -99,6 +100,7 @@ async def run(settings: RagSettings, stop: asyncio.Event) -> RunStats:
                 embedder,
                 chunking=ChunkingOptions(settings.chunk_size, settings.chunk_overlap),
                 fetch_concurrency=settings.drive_max_concurrency,
+                extract_workers=resolve_workers(settings.extract_workers),
             )
             if settings.run_mode == "single":
                 return await engine.sync_once(source, pipeline_id, stop=stop)

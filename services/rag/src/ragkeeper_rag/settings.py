@@ -114,6 +114,14 @@ class RagSettings(BaseSettings):
         validation_alias=AliasChoices("RAG_DRIVE_MAX_CONCURRENCY", "drive_max_concurrency"),
     )
 
+    # processes that extract and chunk files: 0 = one per available CPU (at most 2), 1 = a thread
+    extract_workers: int = Field(
+        0,
+        ge=0,
+        le=32,
+        validation_alias=AliasChoices("RAG_EXTRACT_WORKERS", "extract_workers"),
+    )
+
     @model_validator(mode="after")
     def _overlap_below_size(self) -> RagSettings:
         if self.chunk_overlap >= self.chunk_size:

@@ -16,6 +16,9 @@ Why in this order:
 * **Vector index after the first load.** The HNSW index is built at the end of
   a run when it is missing (the first sync into a new store), over the rows just
   written: several times cheaper than inserting them into a growing graph.
+* **Extraction in worker processes** (``workers.py``) when the job has more
+  than one CPU, so parsing runs beside the event loop instead of taking turns
+  with it for the GIL, and a parser crash costs one file, not the run.
 * **Groups of files.** Fetch/extract run concurrently for a group, then all
   new chunk texts of the group go to the embedder in one call, which keeps
   batch sizes high for both local models and HTTP APIs.
@@ -37,10 +40,10 @@ import asyncpg
 from ragkeeper_knowledge import ChunkWrite, DocumentWrite, KnowledgeStore, RowWrite, StoredVersion
 from ragkeeper_knowledge.embedding import Embedder, ensure_dimension
 
-from .chunking import chunk_document
 from .errors import FileSkipped, Interrupted, TransientError
-from .extraction import Extracted, extract
+from .extraction import Extracted
 from .sources.base import Source, SourceFile
+from .workers import Extractor
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +120,16 @@ def _embedding_input(title: str | None, heading: str | None, text: str) -> str:
     return f"{context}\n\n{text}" if context else text
 
 
+async def _settle(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a pipeline stage that is no longer wanted and wait for it to unwind."""
+    if task is None:
+        return
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await task  # also retrieves an exception nobody else will read
+
+
 def sha256(data: bytes | str) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
@@ -133,6 +146,7 @@ class SyncEngine:
         fetch_concurrency: int = 4,
         write_concurrency: int = 3,
         group_size: int = 32,
+        extract_workers: int = 1,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -140,6 +154,7 @@ class SyncEngine:
         self.fetch_concurrency = max(1, fetch_concurrency)
         self.write_concurrency = max(1, write_concurrency)
         self.group_size = max(1, group_size)
+        self.extract_workers = max(1, extract_workers)
 
     async def ensure_model(self) -> None:
         """Record the embedding model or fail fast on a mismatch (invariant 5)."""
@@ -151,18 +166,27 @@ class SyncEngine:
     ) -> RunStats:
         stats = RunStats(pipeline_id, source.pipeline_type, "single")
         started = time.monotonic()
+        extractor = Extractor(
+            self.extract_workers, size=self.chunking.size, overlap=self.chunking.overlap
+        )
         try:
-            await self._sync(source, pipeline_id, stats, stop or asyncio.Event())
+            await self._sync(source, pipeline_id, stats, stop or asyncio.Event(), extractor)
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
             raise TransientError(f"database connection lost: {type(exc).__name__}: {exc}") from exc
         finally:
+            await extractor.aclose()
             stats.duration = time.monotonic() - started
         if stats.files_failed:
             stats.status = "partial"
         return stats
 
     async def _sync(
-        self, source: Source, pipeline_id: str, stats: RunStats, stop: asyncio.Event
+        self,
+        source: Source,
+        pipeline_id: str,
+        stats: RunStats,
+        stop: asyncio.Event,
+        extractor: Extractor,
     ) -> None:
         await self.ensure_model()
         state = await self.store.get_state(pipeline_id)
@@ -193,20 +217,30 @@ class SyncEngine:
             scan.full,
         )
 
-        # Pipeline: while one group's documents are written (concurrently, one transaction
-        # each), the next group is fetched, extracted and embedded.
+        # Pipeline, three groups deep: while group N is embedded, group N+1 is fetched and
+        # extracted and group N-1's documents are written (one transaction each).
+        groups = [todo[i : i + self.group_size] for i in range(0, len(todo), self.group_size)]
+        if todo:
+            extractor.start()  # workers boot while the first files are fetched
+
+        def read(group: list[SourceFile]) -> asyncio.Task[list[_Prepared]]:
+            return asyncio.create_task(
+                self._prepare_group(source, pipeline_id, group, stored, stats, extractor)
+            )
+
+        reader = read(groups[0]) if groups else None
         writer: asyncio.Task[None] | None = None
         inflight: dict[str, list[float]] = {}  # vectors of the group being written
         try:
-            for start in range(0, len(todo), self.group_size):
-                if stop.is_set():
+            for index in range(len(groups)):
+                if stop.is_set() or reader is None:
                     break
-                group = todo[start : start + self.group_size]
-                prepared = await self._prepare_group(source, pipeline_id, group, stored, stats)
+                prepared = await reader
+                reader = read(groups[index + 1]) if index + 1 < len(groups) else None
                 vectors = await self._vectors(prepared, inflight, stats)
                 if writer is not None:
                     await writer
-                checked = min(start + self.group_size, len(todo))
+                checked = min((index + 1) * self.group_size, len(todo))
                 writer = asyncio.create_task(
                     self._write_group(pipeline_id, prepared, vectors, stored, stats)
                 )
@@ -214,12 +248,9 @@ class SyncEngine:
                 inflight = vectors
             if writer is not None:
                 await writer  # let committed work finish even when stopping
-                writer = None
         finally:
-            if writer is not None and not writer.done():
-                writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writer
+            await _settle(reader)
+            await _settle(writer)
         if stop.is_set():
             raise Interrupted("stop requested; the cursor was not advanced")
 
@@ -247,6 +278,7 @@ class SyncEngine:
         files: Sequence[SourceFile],
         stored: dict[str, StoredVersion],
         stats: RunStats,
+        extractor: Extractor,
     ) -> list[_Prepared]:
         """Fetch, hash, extract and chunk a group of files concurrently (bounded)."""
         sem = asyncio.Semaphore(self.fetch_concurrency)
@@ -272,13 +304,7 @@ class SyncEngine:
                     stats.files_unchanged += 1
                     return None
                 try:
-                    extracted = await asyncio.to_thread(extract, content.data, content.extension)
-                    pieces = await asyncio.to_thread(
-                        chunk_document,
-                        extracted.text,
-                        size=self.chunking.size,
-                        overlap=self.chunking.overlap,
-                    )
+                    extracted, pieces = await extractor(content.data, content.extension)
                 except FileSkipped as exc:
                     stats.add_error(f.path, str(exc))
                     return None

@@ -1,0 +1,177 @@
+"""Extraction off the event loop: a small pool of worker processes, or one thread.
+
+Extracting and chunking a file is CPU-bound Python for most formats. In a thread it
+holds the GIL against the event loop that feeds Postgres and the embedder, so the two
+take turns on one core (``bench/ingest.py`` measured the loop's socket writes waiting
+for the GIL). Worker processes run it beside the loop on the other CPUs of the job.
+
+Processes also contain a parser that crashes or is killed on a hostile file (a
+segfault in a native library, the kernel's OOM killer): the pool breaks, every file
+then in flight is retried once in a fresh pool, and a file that breaks the fresh pool
+too is reported and skipped. The run goes on either way.
+
+The ``forkserver`` start method is used: workers are forked from a clean
+single-threaded server rather than from the job, whose event loop and connection
+threads must not be copied into a child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import math
+import multiprocessing
+import os
+import select
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from .chunking import ChunkPiece, chunk_document
+from .errors import FileSkipped
+from .extraction import Extracted, extract
+from .logs import configure_logging
+
+logger = logging.getLogger(__name__)
+
+# Default ceiling of the automatic worker count: each worker holds the parsers of every
+# format (tens of MiB) plus the file it works on, inside the job's memory limit.
+AUTO_MAX_WORKERS = 2
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def available_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 quota (a pod limit)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def resolve_workers(setting: int) -> int:
+    """``RAG_EXTRACT_WORKERS``: 0 means one per available CPU, at most ``AUTO_MAX_WORKERS``."""
+    return setting if setting > 0 else min(available_cpus(), AUTO_MAX_WORKERS)
+
+
+def _exit_with(job: int) -> None:
+    """Block until process ``job`` ends, then end this one.
+
+    A worker holds both ends of its task pipe, so it never sees end-of-file when the job
+    dies without shutting the pool down (SIGKILL outside a container's cgroup): without
+    this watch it would wait forever.
+    """
+    try:
+        fd = os.pidfd_open(job)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # no pidfd (old kernel, not Linux): poll instead
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(job, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass  # the pid exists (someone else's): keep watching
+    select.select([fd], [], [])  # a pidfd turns readable when its process exits
+    os._exit(1)
+
+
+def _init_worker(level: int, job: int) -> None:
+    """Log like the job (JSON lines on stderr) and exit with it."""
+    configure_logging(logging.getLevelName(level))
+    threading.Thread(target=_exit_with, args=(job,), name="job-watch", daemon=True).start()
+
+
+def extract_and_chunk(
+    data: bytes, extension: str, size: int, overlap: int
+) -> tuple[Extracted, list[ChunkPiece]]:
+    """One file's text, tables and chunks (what a worker process runs)."""
+    extracted = extract(data, extension)
+    return extracted, chunk_document(extracted.text, size=size, overlap=overlap)
+
+
+class Extractor:
+    """Runs :func:`extract_and_chunk` in worker processes (``workers`` > 1) or a thread.
+
+    The pool starts with :meth:`start` or the first file that needs it (a run with no
+    changes starts no process) and lives until :meth:`aclose`.
+    """
+
+    def __init__(self, workers: int, *, size: int, overlap: int) -> None:
+        self.workers = max(1, workers)
+        self._size = size
+        self._overlap = overlap
+        self._pool: ProcessPoolExecutor | None = None
+        self._warming: asyncio.Future[None] | None = None
+
+    async def __call__(self, data: bytes, extension: str) -> tuple[Extracted, list[ChunkPiece]]:
+        job = functools.partial(extract_and_chunk, data, extension, self._size, self._overlap)
+        if self.workers == 1:
+            return await asyncio.to_thread(job)
+        for _attempt in range(2):
+            pool = self._running_pool()
+            try:
+                # submit() may start a worker (a fork request to the server that blocks until
+                # it answers): do it on a thread so the event loop keeps writing meanwhile.
+                future = await asyncio.to_thread(pool.submit, job)
+                return await asyncio.wrap_future(future)
+            except BrokenProcessPool:
+                self._discard(pool)
+        raise FileSkipped(
+            "extraction killed its worker process twice (a parser crash, or out of memory)"
+        )
+
+    def start(self) -> None:
+        """Start the workers in the background, before the first file needs one (no-op for 1)."""
+        if self.workers > 1 and self._warming is None:
+            pool = self._running_pool()
+            self._warming = asyncio.ensure_future(asyncio.to_thread(self._boot, pool))
+
+    def _boot(self, pool: ProcessPoolExecutor) -> None:
+        for _ in range(self.workers):  # each submit starts a worker until all are up
+            pool.submit(int)
+
+    def _running_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            context = multiprocessing.get_context("forkserver")
+            # The server imports the parsers once; every worker is forked with them loaded
+            # (instead of the default: importing the job's ``__main__`` and each worker
+            # importing the parsers again).
+            context.set_forkserver_preload([__name__])
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=context,
+                initializer=_init_worker,
+                initargs=(logging.getLogger().getEffectiveLevel(), os.getpid()),
+            )
+        return self._pool
+
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        """Forget a broken pool (once, however many files saw it break)."""
+        if self._pool is pool:
+            logger.warning("an extraction worker died; starting a fresh pool")
+            self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    async def aclose(self) -> None:
+        """Stop the workers; a file still being parsed is abandoned (it was not committed)."""
+        if self._warming is not None:
+            with contextlib.suppress(Exception):
+                await self._warming
+            self._warming = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            with contextlib.suppress(BrokenProcessPool):
+                await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)

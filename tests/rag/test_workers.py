@@ -1,0 +1,110 @@
+"""Extraction in worker processes: same rows as in a thread, a killed worker loses nothing."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import psutil
+import pytest
+
+from ragkeeper_knowledge import KnowledgeStore
+from ragkeeper_rag.extraction import SUPPORTED_EXTENSIONS
+from ragkeeper_rag.sources.base import FetchedContent, SourceFile
+from ragkeeper_rag.sources.local import LocalSource
+from ragkeeper_rag.sync import ChunkingOptions, SyncEngine
+from ragkeeper_rag.workers import AUTO_MAX_WORKERS, available_cpus, resolve_workers
+
+from .corpus import write_mixed_corpus
+from .test_sync_local import CountingEmbedder, snapshot, source
+
+
+def engine(store: KnowledgeStore, workers: int) -> SyncEngine:
+    return SyncEngine(
+        store,
+        CountingEmbedder(),
+        chunking=ChunkingOptions(size=600, overlap=80),
+        extract_workers=workers,
+    )
+
+
+def extraction_workers() -> list[psutil.Process]:
+    """Worker processes of this test process's pools (children of their fork server)."""
+    return [
+        p
+        for p in psutil.Process().children(recursive=True)
+        if "forkserver" in " ".join(p.cmdline()) and p.parent().pid != os.getpid()
+    ]
+
+
+def rows_without_owner(rows: dict[str, object], pipeline_id: str) -> str:
+    return repr(rows).replace(pipeline_id, "<pipeline>")
+
+
+class KillWorkersSource(LocalSource):
+    """A local folder that SIGKILLs every extraction worker while fetching one file."""
+
+    def __init__(self, root: Path, victim: str) -> None:
+        super().__init__(root, extensions=SUPPORTED_EXTENSIONS)
+        self.victim = victim
+        self.killed: list[int] = []
+
+    async def fetch(self, file: SourceFile) -> FetchedContent:
+        if file.path == self.victim:
+            for worker in extraction_workers():
+                worker.kill()
+                self.killed.append(worker.pid)
+        return await super().fetch(file)
+
+
+async def test_workers_write_the_rows_a_thread_writes(
+    store: KnowledgeStore, tmp_path: Path
+) -> None:
+    write_mixed_corpus(tmp_path / "docs", 21)
+    in_thread = await engine(store, 1).sync_once(source(tmp_path / "docs"), "w/thread")
+    in_workers = await engine(store, 2).sync_once(source(tmp_path / "docs"), "w/procs")
+    assert in_workers.files_failed == in_thread.files_failed == 0
+    assert in_workers.files_added == in_thread.files_added == 21
+    assert rows_without_owner(await snapshot(store, "w/procs"), "w/procs") == rows_without_owner(
+        await snapshot(store, "w/thread"), "w/thread"
+    )
+    assert extraction_workers() == []  # the pool is shut down with the run
+
+
+async def test_a_killed_worker_costs_a_retry_not_a_file(
+    store: KnowledgeStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The OOM killer (or a parser crash) takes a worker: files in flight are retried."""
+    files = write_mixed_corpus(tmp_path / "docs", 40)
+    victim = sorted(p.relative_to(tmp_path / "docs").as_posix() for p in files)[20]
+    killer = KillWorkersSource(tmp_path / "docs", victim)
+    with caplog.at_level(logging.WARNING, logger="ragkeeper_rag.workers"):
+        stats = await engine(store, 2).sync_once(killer, "w/killed")
+    assert killer.killed, "no worker was running when the victim file was fetched"
+    assert "an extraction worker died" in caplog.text
+    assert (stats.status, stats.files_failed, stats.files_added) == ("success", 0, 40)
+    reference = await engine(store, 1).sync_once(source(tmp_path / "docs"), "w/reference")
+    assert reference.files_added == 40
+    assert rows_without_owner(await snapshot(store, "w/killed"), "w/killed") == rows_without_owner(
+        await snapshot(store, "w/reference"), "w/reference"
+    )
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"),
+    [("max 100000\n", None), ("100000 100000\n", 1), ("150000 100000\n", 2), ("garbage", None)],
+)
+def test_available_cpus_honours_the_cgroup_quota(
+    tmp_path: Path, cpu_max: str, expected: int | None
+) -> None:
+    affinity = len(os.sched_getaffinity(0))
+    (tmp_path / "cpu.max").write_text(cpu_max)
+    got = available_cpus(tmp_path / "cpu.max")
+    assert got == (affinity if expected is None else min(affinity, expected))
+    assert available_cpus(tmp_path / "missing") == affinity
+
+
+def test_resolve_workers() -> None:
+    assert resolve_workers(3) == 3
+    assert resolve_workers(0) == min(available_cpus(), AUTO_MAX_WORKERS)
