@@ -13,6 +13,8 @@ from pathlib import Path
 import asyncpg
 import psutil
 
+from ragkeeper_rag.workers import POOL_MIN_FILES
+
 from ..conftest import create_database
 from .corpus import write_mixed_corpus
 
@@ -203,7 +205,8 @@ async def test_purge_removes_only_this_pipeline(database_url: str, tmp_path: Pat
 
 async def test_sigkill_mid_run_then_rerun_converges(pg_admin_url: str, tmp_path: Path) -> None:
     """A job killed at any point is re-run to exactly the rows of an uninterrupted run."""
-    write_mixed_corpus(tmp_path / "docs", 140)
+    files = POOL_MIN_FILES  # enough for the job to extract in worker processes
+    write_mixed_corpus(tmp_path / "docs", files)
     clean_url = await create_database(pg_admin_url, "kill_clean")
     killed_url = await create_database(pg_admin_url, "kill_killed")
     common = {"RAG_PIPELINE_ID": "ns/kill", "RAG_WATCH_DIRECTORY": str(tmp_path / "docs")}
@@ -232,7 +235,7 @@ async def test_sigkill_mid_run_then_rerun_converges(pg_admin_url: str, tmp_path:
     _, alive = psutil.wait_procs(helpers, timeout=30)
     assert alive == [], "extraction processes outlived the killed job"
     partial = await table_snapshot(killed_url, "ns/kill")
-    assert 0 < len(partial["docs"]) < 140
+    assert 0 < len(partial["docs"]) < files
 
     code, stats, _ = run_job(env)
     assert code == 0

@@ -14,7 +14,7 @@ from ragkeeper_rag.extraction import SUPPORTED_EXTENSIONS
 from ragkeeper_rag.sources.base import FetchedContent, SourceFile
 from ragkeeper_rag.sources.local import LocalSource
 from ragkeeper_rag.sync import ChunkingOptions, SyncEngine
-from ragkeeper_rag.workers import AUTO_MAX_WORKERS, available_cpus, resolve_workers
+from ragkeeper_rag.workers import AUTO_MAX_WORKERS, Extractor, available_cpus, resolve_workers
 
 from .corpus import write_mixed_corpus
 from .test_sync_local import CountingEmbedder, snapshot, source
@@ -26,6 +26,7 @@ def engine(store: KnowledgeStore, workers: int) -> SyncEngine:
         CountingEmbedder(),
         chunking=ChunkingOptions(size=600, overlap=80),
         extract_workers=workers,
+        pool_min_files=0,  # a pool even for these small corpora
     )
 
 
@@ -103,6 +104,26 @@ def test_available_cpus_honours_the_cgroup_quota(
     got = available_cpus(tmp_path / "cpu.max")
     assert got == (affinity if expected is None else min(affinity, expected))
     assert available_cpus(tmp_path / "missing") == affinity
+
+
+async def test_a_few_files_are_extracted_in_a_thread() -> None:
+    """A small re-sync does not pay for starting a pool; a big one boots it up front."""
+    few = Extractor(2, size=600, overlap=80, pool_min_files=8)
+    few.start(7)
+    extracted, pieces = await few(b"# Title\n\nsome text", ".md")
+    assert few.workers == 1 and extraction_workers() == []
+    assert extracted.title == "Title" and pieces
+    await few.aclose()
+
+    many = Extractor(2, size=600, overlap=80, pool_min_files=8)
+    many.start(8)
+    try:
+        extracted, _ = await many(b"# Other\n\ntext", ".md")
+        assert many.workers == 2 and len(extraction_workers()) == 2
+        assert extracted.title == "Other"
+    finally:
+        await many.aclose()
+    assert extraction_workers() == []
 
 
 def test_resolve_workers() -> None:

@@ -17,8 +17,9 @@ Why in this order:
   a run when it is missing (the first sync into a new store), over the rows just
   written: several times cheaper than inserting them into a growing graph.
 * **Extraction in worker processes** (``workers.py``) when the job has more
-  than one CPU, so parsing runs beside the event loop instead of taking turns
-  with it for the GIL, and a parser crash costs one file, not the run.
+  than one CPU and a run has many files to parse, so parsing runs beside the
+  event loop instead of taking turns with it for the GIL, and a parser crash
+  costs one file, not the run.
 * **Groups of files.** Fetch/extract run concurrently for a group, then all
   new chunk texts of the group go to the embedder in one call, which keeps
   batch sizes high for both local models and HTTP APIs.
@@ -43,7 +44,7 @@ from ragkeeper_knowledge.embedding import Embedder, ensure_dimension
 from .errors import FileSkipped, Interrupted, TransientError
 from .extraction import Extracted
 from .sources.base import Source, SourceFile
-from .workers import Extractor
+from .workers import POOL_MIN_FILES, Extractor
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +148,7 @@ class SyncEngine:
         write_concurrency: int = 3,
         group_size: int = 32,
         extract_workers: int = 1,
+        pool_min_files: int = POOL_MIN_FILES,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -155,6 +157,7 @@ class SyncEngine:
         self.write_concurrency = max(1, write_concurrency)
         self.group_size = max(1, group_size)
         self.extract_workers = max(1, extract_workers)
+        self.pool_min_files = pool_min_files
 
     async def ensure_model(self) -> None:
         """Record the embedding model or fail fast on a mismatch (invariant 5)."""
@@ -167,7 +170,10 @@ class SyncEngine:
         stats = RunStats(pipeline_id, source.pipeline_type, "single")
         started = time.monotonic()
         extractor = Extractor(
-            self.extract_workers, size=self.chunking.size, overlap=self.chunking.overlap
+            self.extract_workers,
+            size=self.chunking.size,
+            overlap=self.chunking.overlap,
+            pool_min_files=self.pool_min_files,
         )
         try:
             await self._sync(source, pipeline_id, stats, stop or asyncio.Event(), extractor)
@@ -220,8 +226,7 @@ class SyncEngine:
         # Pipeline, three groups deep: while group N is embedded, group N+1 is fetched and
         # extracted and group N-1's documents are written (one transaction each).
         groups = [todo[i : i + self.group_size] for i in range(0, len(todo), self.group_size)]
-        if todo:
-            extractor.start()  # workers boot while the first files are fetched
+        extractor.start(len(todo))
 
         def read(group: list[SourceFile]) -> asyncio.Task[list[_Prepared]]:
             return asyncio.create_task(

@@ -41,6 +41,10 @@ logger = logging.getLogger(__name__)
 # Default ceiling of the automatic worker count: each worker holds the parsers of every
 # format (tens of MiB) plus the file it works on, inside the job's memory limit.
 AUTO_MAX_WORKERS = 2
+# Below this many files to extract, a run uses a thread: starting the pool (a fork server
+# importing every parser, ~1 s of CPU) costs more than parallel parsing saves on a few files
+# (bench/ingest.py: the 20-file re-sync took 1.1 s with a pool against 0.15 s without).
+POOL_MIN_FILES = 200
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 
@@ -106,11 +110,14 @@ class Extractor:
     """Runs :func:`extract_and_chunk` in worker processes (``workers`` > 1) or a thread.
 
     The pool starts with :meth:`start` or the first file that needs it (a run with no
-    changes starts no process) and lives until :meth:`aclose`.
+    changes starts no process, a run with few uses a thread) and lives until :meth:`aclose`.
     """
 
-    def __init__(self, workers: int, *, size: int, overlap: int) -> None:
+    def __init__(
+        self, workers: int, *, size: int, overlap: int, pool_min_files: int = POOL_MIN_FILES
+    ) -> None:
         self.workers = max(1, workers)
+        self._pool_min_files = pool_min_files
         self._size = size
         self._overlap = overlap
         self._pool: ProcessPoolExecutor | None = None
@@ -133,8 +140,13 @@ class Extractor:
             "extraction killed its worker process twice (a parser crash, or out of memory)"
         )
 
-    def start(self) -> None:
-        """Start the workers in the background, before the first file needs one (no-op for 1)."""
+    def start(self, files: int) -> None:
+        """Plan a run of ``files`` extractions: a thread for a few, else boot the workers now.
+
+        The workers start in the background, while the first files are fetched.
+        """
+        if files < self._pool_min_files:
+            self.workers = 1
         if self.workers > 1 and self._warming is None:
             pool = self._running_pool()
             self._warming = asyncio.ensure_future(asyncio.to_thread(self._boot, pool))
