@@ -73,6 +73,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "database.bundled.runAsUser": {"minimum": 1},
     "embedding.provider": {"enum": list(EMBEDDING_PROVIDERS)},
     "agent.replicaCount": {"minimum": 1},
+    "agent.shutdownGraceSeconds": {"minimum": 0, "maximum": 600},
     "agent.port": _PORT,
     "agent.auth.mode": {"enum": ["jwt", "jwks"]},
     "agent.auth.jwksUrl": {"pattern": "^(https://.+)?$"},

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from fastapi import FastAPI
 
 from ragkeeper_knowledge.embedding.factory import EmbeddingConfig
 from scripts import chart_values
@@ -85,6 +86,14 @@ def test_agent_settings_accept_the_rendered_env(
     assert settings.auth_mode == "jwt"
     assert settings.auth_jwt_secret.get_secret_value() or settings.auth_jwks_url
     assert settings.rate_limit_per_minute > 0
+    # Kubernetes waits longer than the server's own graceful shutdown (build_server), so
+    # running turns end with their error line and spans are flushed before SIGKILL.
+    from ragkeeper_agent.__main__ import build_server
+
+    pod = named(objects, "Deployment", "-agent")["spec"]["template"]["spec"]
+    graceful = build_server(settings, FastAPI()).config.timeout_graceful_shutdown
+    assert graceful is not None and settings.shutdown_grace_seconds < graceful
+    assert pod["terminationGracePeriodSeconds"] >= graceful + 10
     web = _agent_values(scenario, "web")
     assert settings.web_enabled is web["enabled"]
     assert settings.web_title == web["title"]
