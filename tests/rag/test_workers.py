@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import psutil
 import pytest
 
 from ragkeeper_knowledge import KnowledgeStore
+from ragkeeper_rag.errors import FileSkipped
 from ragkeeper_rag.extraction import SUPPORTED_EXTENSIONS
 from ragkeeper_rag.sources.base import FetchedContent, SourceFile
 from ragkeeper_rag.sources.local import LocalSource
@@ -90,6 +93,30 @@ async def test_a_killed_worker_costs_a_retry_not_a_file(
     assert rows_without_owner(await snapshot(store, "w/killed"), "w/killed") == rows_without_owner(
         await snapshot(store, "w/reference"), "w/reference"
     )
+
+
+async def test_a_file_that_kills_a_fresh_worker_too_is_skipped() -> None:
+    """Two broken pools in a row: the file is reported (FileSkipped), the run can go on."""
+
+    class DyingWorkers(Extractor):
+        pools = 0
+
+        def _running_pool(self) -> ProcessPoolExecutor:
+            if self._pool is None:  # workers that die as they start, like a crashing parser
+                self._pool = ProcessPoolExecutor(
+                    max_workers=1,
+                    mp_context=multiprocessing.get_context("forkserver"),
+                    initializer=os._exit,
+                    initargs=(1,),
+                )
+                self.pools += 1
+            return self._pool
+
+    extractor = DyingWorkers(2, size=600, overlap=80, pool_min_files=0)
+    with pytest.raises(FileSkipped, match="killed its worker process twice"):
+        await extractor(b"# Title\n\ntext", ".md")
+    assert extractor.pools == 2
+    await extractor.aclose()
 
 
 @pytest.mark.parametrize(
