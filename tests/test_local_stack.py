@@ -1,0 +1,116 @@
+"""`make run`'s local stack (scripts/local_stack.py) as a user runs it, then stops it.
+
+It must ingest the examples, serve the agent on 127.0.0.1, re-ingest idempotently, and leave
+nothing running when stopped with SIGTERM (`kill`, `timeout`, a supervisor) — not only Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+STACK = ROOT / "scripts" / "local_stack.py"
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    # Not under pytest's 0700 tmp: postgres runs as another user when tests run as root.
+    path = Path("/tmp") / f"rk-stack-{uuid.uuid4().hex[:8]}"
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stack_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "EMBEDDING_"))}
+    env["EMBEDDING_PROVIDER"] = "hashing"  # the offline model is covered by its own tests
+    return env
+
+
+def stats_of(output: str) -> dict[str, object]:
+    lines = output.splitlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith("ingestion exit code"))
+    return dict(json.loads(lines[index + 1]))
+
+
+def wait_ready(url: str, proc: subprocess.Popen[str], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the local stack exited before serving"
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the agent did not become ready")
+
+
+def test_make_run_serves_the_examples_and_stops_cleanly_on_sigterm(data_dir: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, str(STACK), "--port", str(port), "--data", str(data_dir)],
+        env=stack_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    children: list[psutil.Process] = []
+    try:
+        wait_ready(base, proc)
+        hits = httpx.post(base + "/api/search", json={"query": "Kestrel price", "k": 3}).json()
+        assert hits and all(h["document_id"].startswith("local/examples:") for h in hits)
+        children += psutil.Process(proc.pid).children(recursive=True)
+        assert any("ragkeeper_agent" in " ".join(c.cmdline()) for c in children)
+        # pg_ctl daemonises the server: find it by its pid file.
+        pid_file = (data_dir / "pgdata" / "postmaster.pid").read_text()
+        postmaster = psutil.Process(int(pid_file.splitlines()[0]))
+        children.append(postmaster)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # the test failed before stopping it: leave nothing behind
+            proc.kill()
+            proc.wait()
+            for child in children:
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    first = stats_of(out)
+    assert (first["status"], first["files_added"], first["files_failed"]) == ("success", 7, 0)
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert alive == [], f"left running after SIGTERM: {alive}"
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+
+    again = subprocess.run(
+        [sys.executable, str(STACK), "--no-serve", "--data", str(data_dir)],
+        env=stack_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    second = stats_of(again.stdout)
+    assert (second["files_unchanged"], second["chunks_embedded"]) == (7, 0)
