@@ -13,31 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from playwright.async_api import Browser, Page, Route, async_playwright, expect
+from playwright.async_api import Page, Route, expect
 
 from ragkeeper_agent.web import SecurityHeadersMiddleware
-from ragkeeper_knowledge import KnowledgeStore
-from ragkeeper_knowledge.embedding import HashingEmbedder
-from tests.agent.conftest import SECRET, RunningServer, make_token, seed, serve, settings_for
+from tests.agent.conftest import SECRET, RunningServer, make_token
 
-from .web_support import (
-    GoTrue,
-    Pacer,
-    PageWatch,
-    fake_gotrue,
-    launch_chromium,
-    paced_model,
-    serve_asgi,
-)
+from .web_support import GoTrue, NewPage, Pacer, ask, fake_gotrue, serve_asgi
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=20_000)
@@ -45,73 +33,12 @@ expect.set_options(timeout=20_000)
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 QUESTION = "How many days of paid annual leave do we get?"
 LEAVE_URL = "https://docs.example/leave.md"
-NewPage = Callable[..., Awaitable[tuple[Page, PageWatch]]]
-
-
-@pytest.fixture(scope="module")
-def embedder() -> HashingEmbedder:
-    return HashingEmbedder(64)
-
-
-@pytest.fixture(scope="module")
-async def seeded(store: KnowledgeStore, embedder: HashingEmbedder) -> KnowledgeStore:
-    await seed(store, embedder)
-    return store
-
-
-@pytest.fixture(scope="module")
-def pacer() -> Pacer:
-    return Pacer()
-
-
-@pytest.fixture(scope="module")
-def start_server(
-    database_url: str, seeded: KnowledgeStore, embedder: HashingEmbedder, pacer: Pacer
-) -> Callable[..., Any]:
-    def start(**overrides: Any) -> Any:
-        settings = settings_for(database_url, web_title="Handbook chat", **overrides)
-        return serve(settings, embedder=embedder, model=paced_model(pacer))
-
-    return start
 
 
 @pytest.fixture(scope="module")
 async def server(start_server: Callable[..., Any]) -> AsyncIterator[RunningServer]:
     async with start_server() as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        chromium = await launch_chromium(pw)
-        yield chromium
-        await chromium.close()
-
-
-@pytest.fixture
-async def new_page(browser: Browser, pacer: Pacer) -> AsyncIterator[NewPage]:
-    """Opens watched pages; afterwards checks nothing left 127.0.0.1 and nothing failed."""
-    watches: list[PageWatch] = []
-    async with AsyncExitStack() as stack:
-
-        async def open_page(**context_kw: Any) -> tuple[Page, PageWatch]:
-            context = await browser.new_context(**context_kw)
-            stack.push_async_callback(context.close)
-            watch = PageWatch()
-            watch.attach(context)
-            watches.append(watch)
-            return await context.new_page(), watch
-
-        try:
-            yield open_page
-        finally:
-            pacer.run_free()
-    for watch in watches:
-        assert watch.requests, "the page made no requests at all"
-        assert watch.outside() == [], "requests left 127.0.0.1"
-        assert watch.console_errors == [], "the page logged errors (CSP violations?)"
-        assert watch.page_errors == [], "the page's scripts threw"
 
 
 async def sign_in(page: Page, base_url: str, sub: str) -> None:
@@ -121,17 +48,6 @@ async def sign_in(page: Page, base_url: str, sub: str) -> None:
     await page.get_by_role("button", name="Use token").click()
     await expect(page.locator("#chat")).to_be_visible()
     await expect(page.locator("#who")).to_have_text(sub)
-
-
-async def ask(page: Page, question: str) -> None:
-    """Type a question, send it with Enter, and wait for the finished answer."""
-    answers = page.locator(".message.assistant")
-    before = await answers.count()
-    await page.locator("#prompt").fill(question)
-    await page.locator("#prompt").press("Enter")
-    await expect(answers).to_have_count(before + 1)
-    await expect(answers.last).not_to_have_class(re.compile(r"\bstreaming\b"))
-    await expect(page.locator("#send")).to_be_visible()
 
 
 async def chat_over_http(server: RunningServer, sub: str, query: str) -> dict[str, Any]:

@@ -7,7 +7,8 @@
   tool, real citations) whose text pieces come out only when the test allows, so
   a test can watch an answer grow and press Stop mid-answer without sleeping.
 - :class:`PageWatch` records every request, console error and page error of a
-  browser context, for the "no request leaves 127.0.0.1" and "no CSP violation" checks.
+  browser context, for the "no request leaves 127.0.0.1" and "no CSP violation" checks;
+  :func:`ask` sends a question the way a user does and waits for the finished answer.
 - :func:`fake_gotrue`: Supabase's auth REST API (GoTrue) on 127.0.0.1, issuing
   HS256 tokens the agent accepts — the external identity provider, faked at its boundary.
 """
@@ -16,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,7 +30,7 @@ import jwt
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Playwright
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, expect
 from playwright.async_api import Request as PWRequest
 from pydantic_ai.exceptions import ModelAPIError
 from pydantic_ai.messages import ModelMessage
@@ -151,6 +153,21 @@ class PageWatch:
             if parts.hostname not in allowed:
                 out.append(url)
         return out
+
+
+async def ask(page: Page, question: str) -> None:
+    """Type a question, send it with Enter, and wait for the finished answer."""
+    answers = page.locator(".message.assistant")
+    before = await answers.count()
+    await page.locator("#prompt").fill(question)
+    await page.locator("#prompt").press("Enter")
+    await expect(answers).to_have_count(before + 1)
+    await expect(answers.last).not_to_have_class(re.compile(r"\bstreaming\b"))
+    await expect(page.locator("#send")).to_be_visible()
+
+
+NewPage = Callable[..., Awaitable[tuple[Page, PageWatch]]]
+"""The ``new_page`` fixture: opens a watched page in a fresh browser context."""
 
 
 # ------------------------------------------------------------------ local servers

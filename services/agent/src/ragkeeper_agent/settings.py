@@ -10,6 +10,7 @@ authentication switched off implicitly, and a CORS wildcard with credentials.
 from __future__ import annotations
 
 from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -30,6 +31,23 @@ PLACEHOLDER_SECRETS = frozenset(
     }
 )
 MIN_HS256_SECRET_BYTES = 32
+
+
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def https_origin(url: str, setting: str) -> str:
+    """The ``scheme://host[:port]`` of an https URL (http only for localhost), else ValueError.
+
+    The page's Content-Security-Policy allows these origins in ``connect-src``, so
+    they must be exact, credential-free and encrypted outside a developer machine.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in LOCAL_HOSTS):
+        raise ValueError(f"{setting} must be an https:// URL (http:// only for localhost)")
+    if not parts.netloc or parts.username or parts.password:
+        raise ValueError(f"{setting} must be a plain https://host URL")
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _split_csv(value: object) -> object:
@@ -128,7 +146,23 @@ class Settings(BaseSettings):
             raise ValueError("CORS_ORIGINS='*' cannot be combined with CORS_ALLOW_CREDENTIALS=true")
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError("DB_POOL_MIN_SIZE exceeds DB_POOL_MAX_SIZE")
+        self._check_oidc()
         return self
+
+    def _check_oidc(self) -> None:
+        if bool(self.web_oidc_issuer) != bool(self.web_oidc_client_id):
+            raise ValueError(
+                "WEB_OIDC_ISSUER and WEB_OIDC_CLIENT_ID go together: set both for SSO "
+                "sign-in on the page, or neither"
+            )
+        if not self.web_oidc_issuer:
+            return
+        https_origin(self.web_oidc_issuer, "WEB_OIDC_ISSUER")
+        parts = urlsplit(self.web_oidc_issuer)
+        if parts.query or parts.fragment:
+            raise ValueError("WEB_OIDC_ISSUER must have no query or fragment (OIDC Discovery)")
+        if "openid" not in self.web_oidc_scopes.split():
+            raise ValueError("WEB_OIDC_SCOPES must include 'openid'")
 
     @property
     def llm_configured(self) -> bool:
@@ -147,6 +181,12 @@ class Settings(BaseSettings):
     """Supabase project URL for e-mail + password sign-in on the page (WEB_SUPABASE_URL)."""
     web_supabase_anon_key: str = ""
     """The project's public anon key, sent to the browser (WEB_SUPABASE_ANON_KEY)."""
+    web_oidc_issuer: str = ""
+    """OIDC issuer for "Sign in with SSO" (WEB_OIDC_ISSUER); discovery is read from it."""
+    web_oidc_client_id: str = ""
+    """The provider's public client (no secret; PKCE) for the page (WEB_OIDC_CLIENT_ID)."""
+    web_oidc_scopes: str = Field(default="openid profile email", min_length=1)
+    """Space-separated scopes the page asks for; must include ``openid`` (WEB_OIDC_SCOPES)."""
 
     # --- OpenTelemetry trace export (tracing.py); appended last. The standard OTel names.
     otel_exporter_otlp_endpoint: str = ""

@@ -5,10 +5,13 @@ vendored libraries, marked and DOMPurify), served by the API itself so that
 ``helm install`` or ``make run`` gives users a chat without another deployment
 and without a CDN (the cluster may have no internet). What the page needs to
 know at run time (title, whether sign-in is needed, the Supabase project for
-e-mail login) comes from ``GET /web-config.json``, so no inline script is needed
-and the Content-Security-Policy can be strict: ``script-src 'self'``, no inline
-styles, ``connect-src`` limited to this origin (plus the Supabase project when
-configured), no framing.
+e-mail login, the OIDC issuer and public client for SSO) comes from
+``GET /web-config.json``, so no inline script is needed and the
+Content-Security-Policy can be strict: ``script-src 'self'``, no inline styles,
+``connect-src`` limited to this origin (plus the Supabase project and the OIDC
+issuer's origin when configured: the page itself reads the issuer's discovery
+document and calls its token endpoint, which must therefore share that origin),
+no framing.
 
 :class:`SecurityHeadersMiddleware` is pure ASGI and the outermost middleware:
 it adds the headers to every response (pages, static files, API errors, 413s,
@@ -25,14 +28,13 @@ import html
 import logging
 from importlib.resources import files
 from typing import Any
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .middleware import send_json_error
-from .settings import Settings
+from .settings import Settings, https_origin
 
 logger = logging.getLogger(__name__)
 
@@ -60,20 +62,21 @@ class WebConfigError(ValueError):
 
 def _origin(url: str, setting: str) -> str:
     """The ``scheme://host[:port]`` of an http(s) URL, for connect-src."""
-    parts = urlsplit(url)
-    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
-    if parts.scheme != "https" and not (parts.scheme == "http" and local):
-        raise WebConfigError(f"{setting} must be an https:// URL (http:// only for localhost)")
-    if not parts.netloc or parts.username or parts.password:
-        raise WebConfigError(f"{setting} must be a plain https://host URL")
-    return f"{parts.scheme}://{parts.netloc}"
+    try:
+        return https_origin(url, setting)
+    except ValueError as exc:
+        raise WebConfigError(str(exc)) from exc
 
 
 def content_security_policy(settings: Settings) -> str:
-    """The page's policy: only this origin, and the Supabase project for sign-in."""
+    """The page's policy: only this origin, plus the sign-in services that are configured."""
     connect = ["'self'"]
     if settings.web_supabase_url:
         connect.append(_origin(settings.web_supabase_url, "WEB_SUPABASE_URL"))
+    if settings.web_oidc_issuer:
+        issuer = _origin(settings.web_oidc_issuer, "WEB_OIDC_ISSUER")
+        if issuer not in connect:
+            connect.append(issuer)
     return (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         f"font-src 'self'; connect-src {' '.join(connect)}; manifest-src 'self'; "
@@ -82,17 +85,26 @@ def content_security_policy(settings: Settings) -> str:
 
 
 def page_config(settings: Settings) -> dict[str, Any]:
-    """What the browser needs to know; nothing here is secret (the anon key is public)."""
+    """What the browser needs to know; nothing here is secret (the anon key and the
+    OIDC client id are public, the client has no secret: PKCE protects the code)."""
     supabase: dict[str, str] | None = None
     if settings.web_supabase_url:
         supabase = {
             "url": settings.web_supabase_url.rstrip("/"),
             "anon_key": settings.web_supabase_anon_key,
         }
+    oidc: dict[str, str] | None = None
+    if settings.web_oidc_issuer:
+        oidc = {
+            "issuer": settings.web_oidc_issuer,
+            "client_id": settings.web_oidc_client_id,
+            "scopes": " ".join(settings.web_oidc_scopes.split()),
+        }
     return {
         "title": settings.web_title,
         "auth": "disabled" if settings.auth_mode == "disabled" else "token",
         "supabase": supabase,
+        "oidc": oidc,
     }
 
 

@@ -1,47 +1,36 @@
-// Who the page talks as: a pasted bearer token, or a Supabase e-mail + password sign-in.
+// Who the page talks as: a pasted bearer token, a Supabase e-mail + password sign-in,
+// or an OIDC provider's ("Sign in with SSO", oidc.js).
 //
 // Tokens live in sessionStorage (this tab only, survives a reload, gone when the tab
 // closes) and are removed on sign-out. Supabase sign-in speaks the GoTrue REST API
-// directly (POST /auth/v1/token), so no client library is needed; the access token
-// it returns is the bearer token the agent verifies, and it is refreshed shortly
-// before it expires.
+// directly (POST /auth/v1/token), so no client library is needed. Either service's
+// token is the bearer token the agent verifies; with a refresh token it is refreshed
+// shortly before it expires, by the service that issued it.
+
+import {
+  beginSignIn,
+  callbackParams,
+  clearPending,
+  finishSignIn,
+  refreshTokens,
+  revokeRefreshToken,
+} from "./oidc.js";
+import { claimsOf, expired, REFRESH_MARGIN_SECONDS, SignInError } from "./tokens.js";
+
+export { claimsOf, SignInError };
 
 const TOKEN_KEY = "ragkeeper.token";
 const REFRESH_KEY = "ragkeeper.refresh";
-const REFRESH_MARGIN_SECONDS = 30;
-
-export class SignInError extends Error {
-  constructor(message) {
-    super(message);
-    this.name = "SignInError";
-  }
-}
-
-/** The claims of a JWT (not verified: the server does that), or null if it is not one. */
-export function claimsOf(token) {
-  const parts = (token ?? "").split(".");
-  if (parts.length !== 3) return null;
-  try {
-    const b64 = parts[1].replace(/-/g, "+").replace(/_/g, "/");
-    const json = new TextDecoder().decode(
-      Uint8Array.from(atob(b64.padEnd(b64.length + ((4 - (b64.length % 4)) % 4), "=")), (c) =>
-        c.charCodeAt(0)),
-    );
-    const claims = JSON.parse(json);
-    return claims && typeof claims === "object" ? claims : null;
-  } catch {
-    return null;
-  }
-}
-
-function expired(claims, marginSeconds = 0) {
-  return typeof claims?.exp === "number" && claims.exp - marginSeconds <= Date.now() / 1000;
-}
+const ID_TOKEN_KEY = "ragkeeper.id_token";
+const VIA_KEY = "ragkeeper.via"; // "token", "supabase" or "oidc": who can refresh and revoke
 
 export class Session {
+  #refreshing = null;
+
   constructor(config) {
     this.disabled = config.auth === "disabled";
     this.supabase = config.supabase;
+    this.oidc = config.oidc ?? null;
   }
 
   get token() {
@@ -55,8 +44,24 @@ export class Session {
   /** A name to show for the signed-in user. */
   get user() {
     if (this.disabled) return "local user";
-    const claims = claimsOf(this.token);
-    return claims?.email || claims?.preferred_username || claims?.sub || "";
+    // Access tokens often leave out the profile; the OIDC ID token has it.
+    const claims = claimsOf(this.token) ?? {};
+    const profile = claimsOf(sessionStorage.getItem(ID_TOKEN_KEY)) ?? {};
+    return claims.email || profile.email || claims.preferred_username ||
+      profile.preferred_username || claims.sub || "";
+  }
+
+  #store(via, { token, refresh, idToken }) {
+    sessionStorage.setItem(TOKEN_KEY, token);
+    sessionStorage.setItem(VIA_KEY, via);
+    if (refresh) sessionStorage.setItem(REFRESH_KEY, refresh);
+    if (idToken) sessionStorage.setItem(ID_TOKEN_KEY, idToken);
+  }
+
+  #clear() {
+    for (const key of [TOKEN_KEY, REFRESH_KEY, ID_TOKEN_KEY, VIA_KEY]) {
+      sessionStorage.removeItem(key);
+    }
   }
 
   useToken(raw) {
@@ -64,8 +69,8 @@ export class Session {
     const claims = claimsOf(token);
     if (!claims) throw new SignInError("That is not a JWT (three base64url parts separated by dots).");
     if (expired(claims)) throw new SignInError("That token has expired.");
-    sessionStorage.setItem(TOKEN_KEY, token);
-    sessionStorage.removeItem(REFRESH_KEY);
+    this.#clear();
+    this.#store("token", { token });
   }
 
   async #gotrue(grant, body) {
@@ -87,12 +92,33 @@ export class Session {
       }
       throw new SignInError(`The sign-in service failed (HTTP ${response.status}).`);
     }
-    sessionStorage.setItem(TOKEN_KEY, data.access_token);
-    if (data.refresh_token) sessionStorage.setItem(REFRESH_KEY, data.refresh_token);
+    this.#store("supabase", { token: data.access_token, refresh: data.refresh_token });
   }
 
   passwordSignIn(email, password) {
     return this.#gotrue("password", { email, password });
+  }
+
+  /** Go to the OIDC provider's sign-in page (the browser leaves this page). */
+  ssoSignIn() {
+    return beginSignIn(this.oidc);
+  }
+
+  /** If this page load is the OIDC provider's answer, finish signing in (or throw why not). */
+  async completeSsoSignIn() {
+    const params = this.oidc ? callbackParams() : null;
+    if (!params) return;
+    this.#clear(); // whatever happens next, no earlier session survives (finishSignIn
+    // consumes the pending sign-in's verifier, state and nonce)
+    this.#store("oidc", await finishSignIn(this.oidc, params));
+  }
+
+  async #refresh(via, refresh) {
+    if (via === "supabase" && this.supabase) {
+      await this.#gotrue("refresh_token", { refresh_token: refresh });
+    } else if (via === "oidc" && this.oidc) {
+      this.#store("oidc", await refreshTokens(this.oidc, refresh));
+    }
   }
 
   /** The token to send now, refreshed first if it is about to expire and can be. */
@@ -100,21 +126,32 @@ export class Session {
     if (this.disabled) return null;
     const token = this.token;
     const refresh = sessionStorage.getItem(REFRESH_KEY);
-    if (token && refresh && this.supabase && expired(claimsOf(token), REFRESH_MARGIN_SECONDS)) {
-      try {
-        await this.#gotrue("refresh_token", { refresh_token: refresh });
-      } catch {
-        // Send the old token; the server's 401 will ask the user to sign in again.
-      }
+    if (token && refresh && expired(claimsOf(token), REFRESH_MARGIN_SECONDS)) {
+      // Calls made at the same moment share one refresh (a rotated refresh token works once).
+      this.#refreshing ??= this.#refresh(sessionStorage.getItem(VIA_KEY), refresh)
+        .catch(() => {
+          // Send the old token; the server's 401 will ask the user to sign in again.
+        })
+        .finally(() => {
+          this.#refreshing = null;
+        });
+      await this.#refreshing;
     }
     return this.token;
   }
 
+  /** Forget the session in this tab; the provider's own SSO session is left alone. */
   async signOut() {
     const token = this.token;
-    sessionStorage.removeItem(TOKEN_KEY);
-    sessionStorage.removeItem(REFRESH_KEY);
-    if (token && this.supabase) {
+    const refresh = sessionStorage.getItem(REFRESH_KEY);
+    const via = sessionStorage.getItem(VIA_KEY);
+    this.#clear();
+    clearPending();
+    if (refresh && via === "oidc" && this.oidc) {
+      // Best effort: the refresh token must not outlive the sign-out.
+      await revokeRefreshToken(this.oidc, refresh).catch(() => undefined);
+    }
+    if (token && via === "supabase" && this.supabase) {
       // Best effort: revoke the refresh token on the server too.
       await fetch(`${this.supabase.url}/auth/v1/logout`, {
         method: "POST",

@@ -1,7 +1,8 @@
 // The chat page: sign-in, the conversation list, and streaming answers.
 //
 // State that must survive a reload lives in the browser: the token in sessionStorage
-// (auth.js) and the open conversation in the URL fragment (#/c/<session_id>).
+// (auth.js) and the open conversation in the URL fragment (#/c/<session_id>). A load
+// carrying an SSO provider's answer (?code= or ?error=) finishes that sign-in first.
 // Everything else is fetched from the agent API (api.js) and rendered with
 // textContent or through the Markdown sanitizer (render.js) — never raw HTML.
 
@@ -49,8 +50,10 @@ function showSignIn() {
   $("toggle-list").hidden = true;
   $("who").textContent = "";
   $("sign-in").hidden = false;
+  $("sso-form").hidden = !state.session.oidc;
   $("password-form").hidden = !state.session.supabase;
-  (state.session.supabase ? $("email") : $("token")).focus();
+  if (state.session.oidc) $("sso-button").focus();
+  else (state.session.supabase ? $("email") : $("token")).focus();
 }
 
 async function showChat() {
@@ -314,7 +317,8 @@ async function send(query) {
 function wire() {
   $("notice-close").addEventListener("click", clearNotice);
 
-  /** Submitting a sign-in form runs `signIn`; its SignInError is shown, success opens the chat. */
+  /** Submitting a sign-in form runs `signIn`; its SignInError is shown, success opens the chat
+   * (SSO succeeds later: the browser goes to the provider and comes back). */
   const onSignIn = (form, signIn) =>
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
@@ -326,8 +330,9 @@ function wire() {
         return;
       }
       clearNotice();
-      await showChat();
+      if (state.session.signedIn) await showChat();
     });
+  onSignIn($("sso-form"), () => state.session.ssoSignIn());
   onSignIn($("token-form"), () => state.session.useToken($("token").value));
   onSignIn($("password-form"), () =>
     state.session.passwordSignIn($("email").value, $("password").value));
@@ -386,8 +391,16 @@ async function boot() {
   state.api = new Api(() => state.session.validToken());
   wire();
   setSidebar(false);
+  let refused = null;
+  try {
+    await state.session.completeSsoSignIn();
+  } catch (err) {
+    if (!(err instanceof SignInError)) throw err;
+    refused = err.message;
+  }
   if (state.session.signedIn) await showChat();
   else showSignIn();
+  if (refused) notify(refused);
   document.body.dataset.ready = "true";
 }
 
