@@ -47,6 +47,8 @@ _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 _OBJECT_LIST = {"type": "array", "items": {"type": "object"}}
 # An http(s) URL without credentials or whitespace, or empty (the OTLP endpoints).
 _HTTP_URL = "^(https?://[^/?#@\\s]+(/[^?#\\s]*)?)?$"
+# The same, https only (URLs the browser talks to: sign-in services).
+_HTTPS_URL = "^(https://[^/?#@\\s]+(/[^?#\\s]*)?)?$"
 _DNS_LABEL = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
 
 # ragkeeper_knowledge's EmbeddingProvider minus "hashing" (a test double); tests keep them equal.
@@ -77,7 +79,9 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "agent.port": _PORT,
     "agent.auth.mode": {"enum": ["jwt", "jwks"]},
     "agent.auth.jwksUrl": {"pattern": "^(https://.+)?$"},
-    "agent.web.supabase.url": {"pattern": "^(https://[^/?#@\\s]+(/[^?#\\s]*)?)?$"},
+    "agent.web.supabase.url": {"pattern": _HTTPS_URL},
+    "agent.web.oidc.issuer": {"pattern": _HTTPS_URL},
+    "agent.web.oidc.scopes": {"pattern": "(^|\\s)openid(\\s|$)"},
     "agent.web.title": {"maxLength": 80},
     "agent.tracing.endpoint": {"pattern": _HTTP_URL},
     "agent.tracing.tracesEndpoint": {"pattern": _HTTP_URL},

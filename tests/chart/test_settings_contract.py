@@ -13,6 +13,7 @@ exports to, the service name, the content switch and the headers from the Secret
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -25,7 +26,13 @@ from tests.chart.tools import CI_VALUES, by_kind, named
 if TYPE_CHECKING:
     from ragkeeper_agent.settings import Settings
 
-SCENARIOS = ["minimal-values", "production-values", "namespaced-values", "manifests-values"]
+SCENARIOS = [
+    "minimal-values",
+    "production-values",
+    "namespaced-values",
+    "manifests-values",
+    "sso-values",
+]
 SECRET_VALUES = {
     "DATABASE_URL": "postgresql://ragkeeper:s3cret@db.example.com:5432/ragkeeper",
     "AUTH_JWT_SECRET": "x" * 48,
@@ -85,6 +92,8 @@ def test_agent_settings_accept_the_rendered_env(
     assert settings.port == container["ports"][0]["containerPort"]
     assert settings.auth_mode == "jwt"
     assert settings.auth_jwt_secret.get_secret_value() or settings.auth_jwks_url
+    auth = _agent_values(scenario, "auth")
+    assert (settings.auth_audience, settings.auth_issuer) == (auth["audience"], auth["issuer"])
     assert settings.rate_limit_per_minute > 0
     # Kubernetes waits longer than the server's own graceful shutdown (build_server), so
     # running turns end with their error line and spans are flushed before SIGKILL.
@@ -103,7 +112,15 @@ def test_agent_settings_accept_the_rendered_env(
         d.split()[1:] for d in content_security_policy(settings).split("; ") if "connect-src" in d
     )
     supabase_url = web["supabase"]["url"]
-    assert connect_src == (["'self'", supabase_url.rstrip("/")] if supabase_url else ["'self'"])
+    issuer = web["oidc"]["issuer"]
+    assert (settings.web_oidc_issuer, settings.web_oidc_client_id) == (
+        issuer,
+        web["oidc"]["clientId"],
+    )
+    expected = ["'self'"] + [
+        "{0.scheme}://{0.netloc}".format(urlsplit(url)) for url in (supabase_url, issuer) if url
+    ]
+    assert connect_src == list(dict.fromkeys(expected))
     page = page_config(settings)
     assert page["title"] == web["title"]
     assert page["supabase"] == (

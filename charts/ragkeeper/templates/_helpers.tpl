@@ -178,6 +178,18 @@ and it is useless without the anon key (Supabase answers 401 without one), so bo
 - name: WEB_SUPABASE_ANON_KEY
   value: {{ required "agent.web.supabase.anonKey is required with agent.web.supabase.url" $supabase.anonKey | quote }}
 {{- end }}
+{{- $oidc := $web.oidc -}}
+{{- if or $oidc.issuer $oidc.clientId }}
+{{- if not (regexMatch "^https://[^/?#@[:space:]]+(/[^?#[:space:]]*)?$" $oidc.issuer) }}
+{{- fail (printf "agent.web.oidc.issuer must be an https:// issuer URL, got %q" $oidc.issuer) }}
+{{- end }}
+- name: WEB_OIDC_ISSUER
+  value: {{ $oidc.issuer | quote }}
+- name: WEB_OIDC_CLIENT_ID
+  value: {{ required "agent.web.oidc.clientId is required with agent.web.oidc.issuer" $oidc.clientId | quote }}
+- name: WEB_OIDC_SCOPES
+  value: {{ $oidc.scopes | quote }}
+{{- end }}
 {{- end -}}
 
 {{/*
