@@ -14,6 +14,7 @@ and lives here, used by all three contenders:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -36,6 +37,15 @@ EDIT_SENTENCE = " Revised by the benchmark: this paragraph now says something ne
 
 
 # ----------------------------------------------------------------- Postgres
+
+
+def _cpu_seconds(proc: psutil.Process, *, reaped: bool = False) -> float:
+    """User + system CPU of ``proc`` (plus its exited children's with ``reaped``); 0 if gone."""
+    try:
+        t = proc.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return t.user + t.system + (t.children_user + t.children_system if reaped else 0.0)
 
 
 class PostgresHandle:
@@ -86,14 +96,8 @@ class PostgresHandle:
         difference around a run is the server work that run caused (plus the
         background writers', which is part of the price of writing).
         """
-        total = 0.0
-        for proc in [self._postmaster, *self._postmaster.children(recursive=True)]:
-            try:
-                t = proc.cpu_times()
-            except psutil.Error:
-                continue
-            total += t.user + t.system
-        return total
+        server = [self._postmaster, *self._postmaster.children(recursive=True)]
+        return sum(_cpu_seconds(proc) for proc in server)
 
     def client_cpu_seconds(self) -> float:
         """CPU time of this process and every process it started except the server.
@@ -102,20 +106,13 @@ class PostgresHandle:
         process, which collects their times when they exit (``children_user``/``_system``).
         """
         me = psutil.Process()
-        t = me.cpu_times()
-        total = t.user + t.system
-        server = {self._postmaster.pid}
+        total = _cpu_seconds(me)
         for child in me.children():
-            if child.pid in server:
+            if child.pid == self._postmaster.pid:
                 continue
-            try:
-                t = child.cpu_times()
-                total += t.user + t.system + t.children_user + t.children_system
-                for grandchild in child.children(recursive=True):  # workers still running
-                    g = grandchild.cpu_times()
-                    total += g.user + g.system
-            except psutil.Error:
-                continue
+            total += _cpu_seconds(child, reaped=True)
+            with contextlib.suppress(psutil.Error):  # workers still running
+                total += sum(_cpu_seconds(g) for g in child.children(recursive=True))
         return total
 
     def close(self) -> None:

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import hashlib
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,8 @@ from pathlib import Path
 import asyncpg
 import httpx
 from pydantic import BaseModel
+
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DIM = 384
@@ -142,13 +143,6 @@ async def seed(dsn: str, documents: int) -> None:
 def load_average() -> str:
     """The machine's load (other jobs share these cores), to read the figures against."""
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def start(kind: str, dsn: str, port: int) -> subprocess.Popen[bytes]:

@@ -29,7 +29,6 @@ import asyncio  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -38,6 +37,8 @@ from typing import Any  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from tests.support import free_port  # noqa: E402
 
 NAMESPACE = "bench"
 
@@ -87,12 +88,6 @@ def baseline_worker(kubeconfig: str, count: int) -> None:
     print(json.dumps({"seconds": elapsed, "rss_bytes": rss}))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _count_ready(k8s: Any) -> tuple[int, int]:
     """CronJobs that exist and DataSources with Ready=True (read in place, no copies)."""
     import kmock
@@ -125,8 +120,8 @@ async def run_operator(count: int, tmp: Path) -> dict[str, float]:
             **os.environ,
             "KUBECONFIG": str(k8s.kubeconfig),
             "WATCH_NAMESPACES": "",
-            "METRICS_PORT": str(_free_port()),
-            "HEALTH_PORT": str(_free_port()),
+            "METRICS_PORT": str(free_port()),
+            "HEALTH_PORT": str(free_port()),
             "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
             "RAG_IMAGE": "registry.example/ragkeeper-rag:bench",
         }

@@ -6,6 +6,9 @@ with it, the browser tests serve the agent and their fake Supabase auth API. Bin
 before uvicorn starts avoids picking a port and racing another process for it; running in the
 test's loop lets tests reach into the app (shutdown requests, pacing) without threads.
 
+:func:`free_port` names a port of 127.0.0.1 that is free now, for a server started as a
+separate process (which cannot be handed a bound socket); the benchmarks use it too.
+
 :func:`vector_index_def` reads the definition of the store's HNSW index (knowledge and rag tests).
 """
 
@@ -53,6 +56,13 @@ async def serve_asgi(app: Any) -> AsyncIterator[str]:
         server.should_exit = True
         await task
         sock.close()
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 nobody listens on at the moment (for a server in another process)."""
+    with socket.socket() as sock:
+        sock.bind((LOCALHOST, 0))
+        return int(sock.getsockname()[1])
 
 
 async def vector_index_def(pool: Any) -> str | None:
