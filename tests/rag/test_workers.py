@@ -34,12 +34,16 @@ def engine(store: KnowledgeStore, workers: int) -> SyncEngine:
 
 
 def extraction_workers() -> list[psutil.Process]:
-    """Worker processes of this test process's pools (children of their fork server)."""
-    return [
-        p
-        for p in psutil.Process().children(recursive=True)
-        if "forkserver" in " ".join(p.cmdline()) and p.parent().pid != os.getpid()
-    ]
+    """Live worker processes of this test process's pools (children of their fork server)."""
+    workers = []
+    for p in psutil.Process().children(recursive=True):
+        try:  # a worker that exited meanwhile (or awaits reaping) is not a live one
+            forked = "forkserver" in " ".join(p.cmdline()) and p.ppid() != os.getpid()
+        except psutil.Error:
+            continue
+        if forked:
+            workers.append(p)
+    return workers
 
 
 def rows_without_owner(rows: dict[str, object], pipeline_id: str) -> str:
