@@ -153,9 +153,21 @@ seccompProfile:
 {{- end -}}
 
 {{/*
-The agent's web page settings (WEB_*). Title and the Supabase pair only when set, so the agent's
-own defaults apply otherwise. The Supabase URL reaches browsers and the page's CSP: https only,
-and it is useless without the anon key (Supabase answers 401 without one), so both or neither.
+Fail unless a URL the browser will call is https, without credentials, query or fragment:
+(list "<values key>" "<what it is>" <value>).
+*/}}
+{{- define "ragkeeper.requireHttpsUrl" -}}
+{{- $key := index . 0 -}}{{- $what := index . 1 -}}{{- $url := index . 2 -}}
+{{- if not (regexMatch "^https://[^/?#@[:space:]]+(/[^?#[:space:]]*)?$" $url) }}
+{{- fail (printf "%s must be an https:// %s, got %q" $key $what $url) }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The agent's web page settings (WEB_*). Title, the Supabase pair and the OIDC client only when
+set, so the agent's own defaults apply otherwise. The Supabase URL and the OIDC issuer reach
+browsers and the page's CSP: https only. Each is useless without its partner (Supabase answers
+401 without the anon key; OIDC needs a client id), so both or neither.
 */}}
 {{- define "ragkeeper.agentWebEnv" -}}
 {{- $web := .Values.agent.web -}}
@@ -170,9 +182,7 @@ and it is useless without the anon key (Supabase answers 401 without one), so bo
 {{- end }}
 {{- $supabase := $web.supabase -}}
 {{- if or $supabase.url $supabase.anonKey }}
-{{- if not (regexMatch "^https://[^/?#@[:space:]]+(/[^?#[:space:]]*)?$" $supabase.url) }}
-{{- fail (printf "agent.web.supabase.url must be an https:// project URL like https://<ref>.supabase.co, got %q" $supabase.url) }}
-{{- end }}
+{{- include "ragkeeper.requireHttpsUrl" (list "agent.web.supabase.url" "project URL like https://<ref>.supabase.co" $supabase.url) }}
 - name: WEB_SUPABASE_URL
   value: {{ $supabase.url | quote }}
 - name: WEB_SUPABASE_ANON_KEY
@@ -180,9 +190,7 @@ and it is useless without the anon key (Supabase answers 401 without one), so bo
 {{- end }}
 {{- $oidc := $web.oidc -}}
 {{- if or $oidc.issuer $oidc.clientId }}
-{{- if not (regexMatch "^https://[^/?#@[:space:]]+(/[^?#[:space:]]*)?$" $oidc.issuer) }}
-{{- fail (printf "agent.web.oidc.issuer must be an https:// issuer URL, got %q" $oidc.issuer) }}
-{{- end }}
+{{- include "ragkeeper.requireHttpsUrl" (list "agent.web.oidc.issuer" "issuer URL" $oidc.issuer) }}
 - name: WEB_OIDC_ISSUER
   value: {{ $oidc.issuer | quote }}
 - name: WEB_OIDC_CLIENT_ID
