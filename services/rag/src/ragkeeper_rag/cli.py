@@ -124,7 +124,7 @@ async def _continuous(
             logger.info("sync finished", extra={"stats": last.as_dict()})
         except Interrupted:
             break
-        except (TransientError, kerrors.TransientError) as exc:
+        except kerrors.TransientError as exc:  # the job's and the store's
             logger.warning("sync failed, retrying in %.0fs: %s", interval, exc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval)
