@@ -2,10 +2,10 @@
 
 * ``RagkeeperContender``: the real ``SyncEngine`` over the real ``LocalSource``
   into a ``KnowledgeStore`` — exactly what ``python -m ragkeeper_rag`` runs.
-* ``NaiveContender``: the strategy of the original deployment module, the
-  baseline ragkeeper replaces: a known-files map of modification times; every
-  file whose mtime moved has its rows deleted, all of its chunks embedded
-  again, and its chunk rows inserted one statement (one autocommit) at a time.
+* ``NaiveContender``: the naive baseline: a known-files map of modification
+  times; every file whose mtime moved has its rows deleted, all of its chunks
+  embedded again, and its chunk rows inserted one statement (one autocommit) at
+  a time.
 
 The LangChain contender lives in ``_ingest_langchain.py`` because it needs
 ``langchain-classic`` (home of ``SQLRecordManager``), which is optional.
@@ -111,7 +111,7 @@ CREATE TABLE rag_pipeline_state (
 
 
 class NaiveContender(ContenderBase):
-    """The original module's loop: mtime map, delete + re-embed whole files, row-by-row inserts.
+    """The naive baseline: mtime map, delete + re-embed whole files, row-by-row inserts.
 
     Same HNSW cosine index on the chunk vectors as the other two, so the
     difference measured is the strategy, not the schema.

@@ -141,7 +141,7 @@ async def seed(dsn: str, documents: int) -> None:
 
 
 def load_average() -> str:
-    """The machine's load (other jobs share these cores), to read the figures against."""
+    """The machine's load average, to read the figures against."""
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 

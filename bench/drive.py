@@ -18,7 +18,7 @@ Approaches, each syncing the same tree in turn:
 - **full listing**: the same source without a cursor, so every run walks the
   whole tree (breadth-first, parents batched): what a job without a change
   feed must do to notice deletions;
-- **naive**: the original module's way: one ``files.list`` per folder, plus one
+- **naive**: the naive baseline: one ``files.list`` per folder, plus one
   ``files.get`` per known file to find deletions.
 
 Scenarios: first sync (changes API only; the others start from its result),

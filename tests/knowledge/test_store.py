@@ -1,6 +1,7 @@
 """Knowledge-store invariants against a real PostgreSQL 18 + pgvector.
 
-Each test names the DESIGN.md invariant it guards and would fail if it broke.
+Each test names the invariant of docs/architecture.md ("Knowledge-store
+invariants") it guards and would fail if it broke.
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ async def _model(store: KnowledgeStore) -> None:
 
 
 async def test_replace_document_is_atomic_on_failure(store: KnowledgeStore) -> None:
-    """Invariant 1: a failure mid-write leaves the previous version intact."""
+    """Invariant 1 (one transaction per document).
+
+    A failure mid-write leaves the previous version intact.
+    """
     await store.replace_document(
         doc("p-atomic", "a", [chunk("old one", vec(0)), chunk("old two", vec(1))])
     )
@@ -69,7 +73,7 @@ async def test_replace_document_is_atomic_on_failure(store: KnowledgeStore) -> N
 
 
 async def test_replace_document_twice_does_not_duplicate(store: KnowledgeStore) -> None:
-    """Invariant 1: a re-run replaces, never appends."""
+    """Invariant 1 (one transaction per document): a re-run replaces, never appends."""
     d = doc(
         "p-dup",
         "a",
@@ -88,7 +92,10 @@ async def test_replace_document_twice_does_not_duplicate(store: KnowledgeStore) 
 
 
 async def test_state_is_saved_only_when_asked(store: KnowledgeStore) -> None:
-    """Invariant 2 (store side): the cursor is whatever was last saved, nothing implicit."""
+    """Invariant 2 (cursor last), store side.
+
+    The cursor is whatever was last saved, nothing implicit.
+    """
     assert await store.get_state("p-state") is None
     await store.save_state("p-state", "local", {"token": "1"}, {"files_seen": 1})
     await store.replace_document(doc("p-state", "a", [chunk("gamma", vec(2))]))
@@ -101,7 +108,10 @@ async def test_state_is_saved_only_when_asked(store: KnowledgeStore) -> None:
 
 
 async def test_pipelines_never_touch_each_other(store: KnowledgeStore) -> None:
-    """Invariant 3: deleting or purging one pipeline leaves another's documents alone."""
+    """Invariant 3 (one owner per document).
+
+    Deleting or purging one pipeline leaves another's documents alone.
+    """
     for p in ("team-a/src", "team-b/src"):
         await store.replace_document(doc(p, "same.txt", [chunk(f"{p} text", vec(3))]))
         await store.save_state(p, "local", {"n": 1})
@@ -122,7 +132,10 @@ async def test_pipelines_never_touch_each_other(store: KnowledgeStore) -> None:
 
 
 async def test_existing_embeddings_are_found_by_chunk_hash(store: KnowledgeStore) -> None:
-    """Invariant 4 (store side): stored vectors come back for known chunk texts only."""
+    """Invariant 4 (unchanged chunks are never re-embedded), store side.
+
+    Stored vectors come back for known chunk texts only.
+    """
     c = chunk("reusable paragraph", vec(4))
     await store.replace_document(doc("p-reuse", "a", [c]))
     found = await store.existing_embeddings([c.content_hash, "unknown-hash"])
@@ -131,7 +144,7 @@ async def test_existing_embeddings_are_found_by_chunk_hash(store: KnowledgeStore
 
 
 async def test_other_embedding_model_is_refused(store: KnowledgeStore) -> None:
-    """Invariant 5: a second model or dimension is a configuration error."""
+    """Invariant 5 (one embedding space): a second model or dimension is a configuration error."""
     await store.register_embedding_model("test-model", DIM)  # same model: fine
     with pytest.raises(EmbeddingModelMismatch, match="test-model"):
         await store.register_embedding_model("other-model", DIM)
@@ -141,7 +154,10 @@ async def test_other_embedding_model_is_refused(store: KnowledgeStore) -> None:
 
 
 async def test_vector_search_uses_hnsw_and_filters(store: KnowledgeStore) -> None:
-    """Invariant 6: an HNSW cosine index exists and search filters by pipeline and metadata."""
+    """Invariant 6 (hybrid search with an HNSW index).
+
+    An HNSW cosine index exists and search filters by pipeline and metadata.
+    """
     await store.ensure_vector_index()
     indexdef = await vector_index_def(store.pool)
     assert indexdef is not None and "hnsw" in indexdef and "vector_cosine_ops" in indexdef
@@ -195,7 +211,10 @@ async def test_list_and_read_documents(store: KnowledgeStore) -> None:
 
 
 async def test_migrations_run_once_under_concurrency(pg_admin_url: str) -> None:
-    """Invariant 7: many processes starting at once migrate exactly once."""
+    """Invariant 7 (migrations under an advisory lock).
+
+    Many processes starting at once migrate exactly once.
+    """
     url = await create_database(pg_admin_url, "concurrent_migrations")
     conns = [await asyncpg.connect(url) for _ in range(6)]
     try:

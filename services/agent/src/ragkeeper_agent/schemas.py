@@ -1,9 +1,10 @@
 """Request and response bodies of the HTTP API (validation errors become clear 422s).
 
-The NDJSON chat body keeps the original deployment module's field names
-(``query, user_id, request_id, session_id, files``); the OpenAI-compatible
-bodies follow the Chat Completions API closely enough for its clients and chat
-UIs, and ignore parameters they do not use.
+The NDJSON chat body keeps its field names (``query, user_id, request_id,
+session_id, files``) compatible with existing clients of the earlier
+docker-compose deployment's API; the OpenAI-compatible bodies follow the Chat
+Completions API closely enough for its clients and chat UIs, and ignore
+parameters they do not use.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ SESSION_ID_PATTERN = r"^[A-Za-z0-9_~.:-]{1,128}$"
 
 
 class FileAttachment(BaseModel):
-    """A file sent along with a question (base64), as in the original module."""
+    """A file sent along with a question (base64), in the NDJSON route's ``files`` list."""
 
     model_config = ConfigDict(populate_by_name=True)
 

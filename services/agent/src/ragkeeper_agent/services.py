@@ -1,7 +1,7 @@
 """The long-lived clients one app instance owns, opened and closed by its lifespan.
 
-``Services`` is built once per app (never a module global), so tests can run
-several apps side by side and the lead's local stack can hand in its own
+``Services`` is built once per app (never a module global), so tests and
+benchmarks can run several apps side by side, each handing in its own
 embedder. Routes receive it through the ``ServicesDep`` alias in ``deps.py``.
 """
 
@@ -67,7 +67,10 @@ class Services:
         )
 
     async def check_embedding_model(self) -> None:
-        """Refuse to search a store built with another model (invariant 5)."""
+        """Refuse to search a store built with another model.
+
+        docs/architecture.md, invariant 5: one embedding space.
+        """
         recorded = await self.store.embedding_model()
         ours = (self.embedder.model_name, self.embedder.dimension)
         if recorded is not None and recorded != ours:

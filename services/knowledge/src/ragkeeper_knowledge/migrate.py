@@ -1,4 +1,6 @@
-"""Versioned schema migrations, applied under a Postgres advisory lock (invariant 7).
+"""Versioned schema migrations, applied under a Postgres advisory lock.
+
+docs/architecture.md, invariant 7: migrations under an advisory lock.
 
 Migrations are plain SQL files in ``migrations/`` named the way `asyncpg-trek`
 expects (``YYYYMMDD_<from>_up_<to>.sql``, starting from ``initial``). asyncpg-trek

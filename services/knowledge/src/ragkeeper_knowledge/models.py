@@ -9,7 +9,10 @@ from typing import Any
 
 
 def document_id(pipeline_id: str, source_id: str) -> str:
-    """Documents are keyed by owner and source id, so pipelines never collide (invariant 3)."""
+    """Documents are keyed by owner and source id, so pipelines never collide.
+
+    docs/architecture.md, invariant 3: one owner per document.
+    """
     return f"{pipeline_id}:{source_id}"
 
 
@@ -30,7 +33,10 @@ class RowWrite:
 
 @dataclass(frozen=True, slots=True)
 class DocumentWrite:
-    """Everything stored for one source file, replaced atomically (invariant 1)."""
+    """Everything stored for one source file, replaced atomically.
+
+    docs/architecture.md, invariant 1: one transaction per document.
+    """
 
     pipeline_id: str
     source_id: str

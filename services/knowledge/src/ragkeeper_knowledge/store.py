@@ -1,20 +1,25 @@
 """KnowledgeStore: the only code that writes or searches documents.
 
-Why it looks like this:
+Why it looks like this (the invariants are those of docs/architecture.md):
 
-* **One transaction per document** (invariant 1): ``replace_document`` upserts the
-  metadata row and swaps every chunk and tabular row inside a single transaction,
-  so a crash leaves either the old document or the new one, never half.
-* **Ownership** (invariant 3): every statement that writes is scoped by
-  ``pipeline_id``; document ids embed it, and a CHECK constraint enforces that.
-* **Vectors are reused by chunk hash** (invariant 4): ``existing_embeddings``
-  returns stored vectors for known chunk texts so callers embed only new ones.
-* **One embedding space** (invariant 5): ``register_embedding_model`` records the
-  model once and gives the vector column its dimension; ``ensure_vector_index``
-  builds the HNSW index after the first load (faster than growing it row by row).
-* **Hybrid search** (invariant 6): HNSW cosine search and Postgres full-text
-  search, each filtered by pipeline/metadata, fused by reciprocal rank, because
-  names, codes and rare words are where vectors alone fail.
+* **One transaction per document** (docs/architecture.md, invariant 1):
+  ``replace_document`` upserts the metadata row and swaps every chunk and
+  tabular row inside a single transaction, so a crash leaves either the old
+  document or the new one, never half.
+* **One owner per document** (docs/architecture.md, invariant 3): every
+  statement that writes is scoped by ``pipeline_id``; document ids embed it,
+  and a CHECK constraint enforces that.
+* **Unchanged chunks are never re-embedded** (docs/architecture.md, invariant 4):
+  ``existing_embeddings`` returns stored vectors for known chunk texts so
+  callers embed only new ones.
+* **One embedding space** (docs/architecture.md, invariant 5):
+  ``register_embedding_model`` records the model once and gives the vector
+  column its dimension.
+* **Hybrid search with an HNSW index** (docs/architecture.md, invariant 6):
+  ``ensure_vector_index`` builds the HNSW index after the first load (faster
+  than growing it row by row); search runs HNSW cosine and Postgres full-text
+  rankings, each filtered by pipeline/metadata, fused by reciprocal rank,
+  because names, codes and rare words are where vectors alone fail.
 """
 
 from __future__ import annotations
@@ -106,7 +111,10 @@ class KnowledgeStore:
         return None if row is None else (row["model_name"], row["dimension"])
 
     async def register_embedding_model(self, model_name: str, dimension: int) -> None:
-        """Record the model on first use; refuse a different one afterwards (invariant 5)."""
+        """Record the model on first use; refuse a different one afterwards.
+
+        docs/architecture.md, invariant 5: one embedding space.
+        """
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_KEY)
             row = await conn.fetchrow("SELECT model_name, dimension FROM embedding_model")
@@ -192,7 +200,10 @@ class KnowledgeStore:
         *,
         success: bool = True,
     ) -> None:
-        """Advance the cursor. Call only after every change it covers is committed (inv. 2)."""
+        """Advance the cursor. Call only after every change it covers is committed.
+
+        docs/architecture.md, invariant 2: cursor last.
+        """
         await self._pool.execute(
             """
             INSERT INTO rag_pipeline_state
@@ -241,7 +252,10 @@ class KnowledgeStore:
         }
 
     async def existing_embeddings(self, hashes: Iterable[str]) -> dict[str, list[float]]:
-        """Stored vectors for chunk hashes already embedded (by any document) — invariant 4."""
+        """Stored vectors for chunk hashes already embedded (by any document).
+
+        docs/architecture.md, invariant 4: unchanged chunks are never re-embedded.
+        """
         wanted = sorted(set(hashes))
         if not wanted:
             return {}

@@ -1,7 +1,8 @@
 """Split extracted text into overlapping, structure-aware pieces with stable boundaries.
 
 Why boundaries are anchored to content: the engine embeds only chunks whose
-text hash it has not seen (invariant 4). If boundaries came from a running
+text hash it has not seen (docs/architecture.md, invariant 4: unchanged chunks
+are never re-embedded). If boundaries came from a running
 character count, editing one paragraph would shift every later boundary and
 re-embed the rest of the document. Here a boundary depends only on nearby
 text, so an edit changes the chunks around it and the rest come out identical.

@@ -1,9 +1,10 @@
 """``python -m ragkeeper_rag``: the ingestion job (single run, continuous, purge).
 
-Contract (DESIGN.md): flags > env > config file > defaults; JSON logs on stderr;
-the last stdout line is the stats JSON, also written to the termination log so
-Kubernetes hands it to the operator; the exit code is chosen by exception type:
-0 success/partial, 1 retryable, 2 configuration, 3 credentials.
+Contract (docs/architecture.md, ingestion job contract): flags > env > config
+file > defaults; JSON logs on stderr; the last stdout line is the stats JSON,
+also written to the termination log so Kubernetes hands it to the operator; the
+exit code is chosen by exception type: 0 success/partial, 1 retryable,
+2 configuration, 3 credentials.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The ingestion job's one settings object.
 
-Precedence (DESIGN.md): command-line flags > environment > config file
-(``RAG_CONFIG_FILE``, JSON or TOML with the same field names) > defaults. Flags
-are applied by the CLI on top of what this object reads.
+Precedence (docs/architecture.md, ingestion job contract): command-line flags >
+environment > config file (``RAG_CONFIG_FILE``, JSON or TOML with the same field
+names) > defaults. Flags are applied by the CLI on top of what this object reads.
 """
 
 from __future__ import annotations
@@ -42,7 +42,10 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
 
 
 class RagSettings(BaseSettings):
-    """Every knob of the ingestion job, read from env (names from DESIGN.md)."""
+    """Every knob of the ingestion job, read from env.
+
+    The variable names are those of docs/architecture.md, ingestion job contract.
+    """
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 

@@ -8,11 +8,13 @@ Why in this order:
 
 * **Upserts before deletions.** A renamed file is a new path plus a deleted
   one; writing the new document first lets its chunks find their vectors by
-  hash (invariant 4) before the old document and its vectors are removed.
-* **Cursor last** (invariant 2). The cursor is saved only after every change
-  of the scan is committed; a crash or SIGTERM leaves the old cursor, and the
-  next run redoes at most the uncommitted documents — idempotently, since
-  each document is replaced whole in one transaction (invariant 1).
+  hash (docs/architecture.md, invariant 4: unchanged chunks are never
+  re-embedded) before the old document and its vectors are removed.
+* **Cursor last** (docs/architecture.md, invariant 2). The cursor is saved
+  only after every change of the scan is committed; a crash or SIGTERM leaves
+  the old cursor, and the next run redoes at most the uncommitted documents —
+  idempotently, since each document is replaced whole in one transaction
+  (docs/architecture.md, invariant 1: one transaction per document).
 * **Vector index after the first load.** The HNSW index is built at the end of
   a run when it is missing (the first sync into a new store), over the rows just
   written: several times cheaper than inserting them into a growing graph.
@@ -160,7 +162,10 @@ class SyncEngine:
         self.pool_min_files = pool_min_files
 
     async def ensure_model(self) -> None:
-        """Record the embedding model or fail fast on a mismatch (invariant 5)."""
+        """Record the embedding model or fail fast on a mismatch.
+
+        docs/architecture.md, invariant 5: one embedding space.
+        """
         dimension = await ensure_dimension(self.embedder)
         await self.store.register_embedding_model(self.embedder.model_name, dimension)
 

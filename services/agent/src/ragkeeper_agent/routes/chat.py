@@ -1,12 +1,13 @@
-"""``POST /api/pydantic-agent``: the original module's streaming chat route, fixed.
+"""``POST /api/pydantic-agent``: the streaming chat route (newline-delimited JSON).
 
-Wire format (newline-delimited JSON), compatible with the original frontend:
-each line ``{"text": <answer so far>, "delta": <new text>}`` as tokens arrive,
-then one final ``{"text": <answer>, "session_id": ..., "complete": true}``
-(plus ``conversation_title`` for a new conversation and ``sources``). The
-original lagged one token behind and buffered; here ``text`` is always exact and
-each line is flushed as it is produced. Failures before the first token are real
-HTTP statuses; after it, a final ``{"error": ..., "complete": true}`` line.
+The route and its cumulative ``text`` field are kept compatible with existing
+clients of the earlier docker-compose deployment's API. Each line is
+``{"text": <answer so far>, "delta": <new text>}`` as tokens arrive, then one
+final ``{"text": <answer>, "session_id": ..., "complete": true}`` (plus
+``conversation_title`` for a new conversation and ``sources``). ``text`` is
+always the exact answer so far and each line is flushed as it is produced.
+Failures before the first token are real HTTP statuses; after it, a final
+``{"error": ..., "complete": true}`` line.
 """
 
 from __future__ import annotations

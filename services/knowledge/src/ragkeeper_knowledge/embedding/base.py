@@ -2,8 +2,9 @@
 
 An embedder turns a batch of texts into vectors of a fixed dimension. Its
 ``model_name`` and ``dimension`` are recorded in the knowledge store the first
-time vectors are written (invariant 5): a later run with a different model is a
-configuration error rather than a silent mix of vector spaces.
+time vectors are written (docs/architecture.md, invariant 5: one embedding
+space): a later run with a different model is a configuration error rather than
+a silent mix of vector spaces.
 """
 
 from __future__ import annotations

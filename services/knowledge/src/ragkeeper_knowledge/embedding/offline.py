@@ -12,7 +12,8 @@ evaluation of the alternatives and the measured throughput.
 The pipeline is sentence-transformers' for this model: WordPiece up to 256
 tokens, mean pooling over the attention mask, L2 normalisation. Both files are
 checked against pinned SHA-256 digests when loading, so ``model_name`` really
-identifies the vectors the store records (invariant 5).
+identifies the vectors the store records (docs/architecture.md, invariant 5:
+one embedding space).
 
 Inference is CPU-bound, so it runs in a worker thread (``asyncio.to_thread``)
 and the event loop keeps serving; the session loads lazily, once, on first use.

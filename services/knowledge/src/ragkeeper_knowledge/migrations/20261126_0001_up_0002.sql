@@ -1,5 +1,6 @@
--- 0002: the agent's tables (names from the original deployment module, columns improved)
--- and the restricted reader behind the agent's read-only SQL tool.
+-- 0002: the agent's tables and the restricted reader behind the agent's read-only SQL tool.
+-- The names conversations, messages and requests are kept compatible with existing clients of
+-- the earlier docker-compose deployment's database; the columns differ.
 
 -- One row per chat session. session_id is opaque; ownership is checked on every read.
 CREATE TABLE conversations (

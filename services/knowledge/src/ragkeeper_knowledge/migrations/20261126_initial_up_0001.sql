@@ -1,9 +1,11 @@
--- 0001: the knowledge store. Table names follow the original deployment module
--- (documents, document_metadata, document_rows, rag_pipeline_state); columns improve on it:
--- per-pipeline ownership, content hashes, timestamptz, cascade deletes, full-text search.
+-- 0001: the knowledge store. The table names documents, document_metadata, document_rows and
+-- rag_pipeline_state are kept compatible with existing clients of the earlier docker-compose
+-- deployment's database; the columns add per-pipeline ownership, content hashes, timestamptz,
+-- cascade deletes and full-text search.
 CREATE EXTENSION IF NOT EXISTS vector;
 
--- Invariant 5: the embedding model and dimension are recorded once (a single row).
+-- docs/architecture.md, invariant 5 (one embedding space): the embedding model and dimension
+-- are recorded once (a single row).
 CREATE TABLE embedding_model (
     singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     model_name  text        NOT NULL,
@@ -43,8 +45,8 @@ CREATE TABLE document_metadata (
 );
 CREATE INDEX document_metadata_content_hash ON document_metadata (content_hash);
 
--- Chunks. The vector column gets its dimension (and its HNSW index) when the first
--- embedding model is registered, because the model is chosen at deploy time.
+-- Chunks. The vector column gets its dimension when the first embedding model is registered,
+-- because the model is chosen at deploy time; its HNSW index is built after the first load.
 CREATE TABLE documents (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     document_id   text        NOT NULL REFERENCES document_metadata (id) ON DELETE CASCADE,

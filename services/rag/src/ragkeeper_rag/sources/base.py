@@ -4,7 +4,8 @@ A source answers two questions: *what changed since this cursor?* (``scan``)
 and *what are the bytes of this file?* (``fetch``). The engine owns everything
 else: comparing versions with the store, hashing content, extraction, chunking,
 embedding, one transaction per document, and saving the cursor only after the
-changes it covers are committed (invariant 2).
+changes it covers are committed (docs/architecture.md, invariant 2: cursor
+last).
 
 A scan is either **full** (``ScanResult.full``: the listing is complete, so any
 stored document of this pipeline not in ``files`` is deleted) or **incremental**

@@ -12,7 +12,8 @@ changed and correct whatever happened in between:
   feed could not express;
 - the cursor (token, folder map, time of the last full listing) is handed to
   the engine, which persists it only after every change of the scan is
-  committed (invariant 2), so an interrupted run is simply replayed.
+  committed (docs/architecture.md, invariant 2: cursor last), so an
+  interrupted run is simply replayed.
 
 Modules: ``drive_auth`` (credentials), ``drive_api`` (threads, retries, error
 types), ``drive_tree`` (listing and change feed), ``drive_content`` (formats).
