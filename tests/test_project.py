@@ -5,9 +5,19 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
+from importlib import metadata
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = {
+    "ragkeeper-knowledge": ROOT / "services" / "knowledge",
+    "ragkeeper-rag": ROOT / "services" / "rag",
+    "ragkeeper-agent": ROOT / "services" / "agent",
+    "ragkeeper-operator": ROOT / "operator",
+}
 
 
 def test_import_layering_contracts_hold() -> None:
@@ -49,3 +59,21 @@ def test_readme_gives_the_two_commands() -> None:
     assert "make run" in readme and "make test" in readme
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_one_version_for_the_four_packages_the_chart_and_the_agent() -> None:
+    """pyproject.toml holds the number; the metadata, the agent and Chart.yaml's appVersion agree."""
+    declared = {
+        name: tomllib.loads((path / "pyproject.toml").read_text())["project"]["version"]
+        for name, path in PACKAGES.items()
+    }
+    installed = {name: metadata.version(name) for name in PACKAGES}
+    assert installed == declared, "the venv is stale: re-run `make setup`"
+    assert len(set(installed.values())) == 1, installed
+    (version,) = set(installed.values())
+    chart = yaml.safe_load((ROOT / "charts" / "ragkeeper" / "Chart.yaml").read_text())
+    assert chart["appVersion"] == version
+
+    import ragkeeper_agent
+
+    assert ragkeeper_agent.__version__ == version

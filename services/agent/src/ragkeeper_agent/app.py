@@ -24,6 +24,7 @@ from pydantic_ai.models import Model
 
 from ragkeeper_knowledge.embedding.base import Embedder
 
+from ._version import __version__
 from .errors import AgentServiceError
 from .llm import build_model
 from .middleware import BodySizeLimitMiddleware, ObservabilityMiddleware
@@ -34,8 +35,6 @@ from .tracing import TracingMiddleware, tracing_from_settings
 from .web import install_web
 
 logger = logging.getLogger(__name__)
-
-__version__ = "0.1.0"
 
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
