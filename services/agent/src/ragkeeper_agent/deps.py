@@ -1,8 +1,13 @@
-"""FastAPI dependency aliases (the full-stack template's ``api/deps.py`` habit)."""
+"""FastAPI dependencies (the full-stack template's ``api/deps.py`` habit): the app's
+services, the caller, and :class:`RateLimit`, which every limited route's input passes through.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Header, Request
 
@@ -42,7 +47,46 @@ def acting_user(principal: Principal, body_user_id: str | None) -> str:
     return principal.user_id
 
 
-async def admit(services: Services, user_id: str, request: Request) -> None:
-    """Count the request against the user's sliding window (429 when full)."""
-    route = getattr(request.scope.get("route"), "path", request.url.path)
-    await services.limiter.admit(user_id, route, request_id_var.get())
+BodyT = TypeVar("BodyT")
+
+
+@dataclass(frozen=True, slots=True)
+class Acting(Generic[BodyT]):
+    """A rate-limited route's validated input: the user it acts for and the request body."""
+
+    user_id: str
+    body: BodyT
+
+
+class RateLimit:
+    """Dependency that counts a request against its user's sliding window (429 when full).
+
+    ``resolve`` is the route's own dependency: it authenticates the caller, receives the
+    validated body and makes the route's checks (403, 422), returning an :class:`Acting`.
+    It runs first, so a request refused with 401, 403 or 422 never uses up the window. A
+    limited route takes its input as ``Annotated[Acting[Body], Depends(RateLimit(resolve))]``,
+    so it cannot reach the input without being admitted; ``tests/agent/test_rate_limit_routes.py``
+    fails for any route that neither does this nor is listed there as exempt.
+    """
+
+    def __init__(self, resolve: Callable[..., Awaitable[Acting[Any]]]) -> None:
+        self.resolve = resolve
+        # FastAPI reads a dependency's parameters from its signature; ``acting`` comes from
+        # this route's own resolver, which a fixed annotation on ``__call__`` could not name.
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        self.__signature__ = inspect.Signature(
+            [
+                inspect.Parameter("request", keyword, annotation=Request),
+                inspect.Parameter("services", keyword, annotation=ServicesDep),
+                inspect.Parameter(
+                    "acting", keyword, annotation=Annotated[Acting[Any], Depends(resolve)]
+                ),
+            ]
+        )
+
+    async def __call__(
+        self, *, request: Request, services: Services, acting: Acting[BodyT]
+    ) -> Acting[BodyT]:
+        route = getattr(request.scope.get("route"), "path", request.url.path)
+        await services.limiter.admit(acting.user_id, route, request_id_var.get())
+        return acting

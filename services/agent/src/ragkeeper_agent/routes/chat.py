@@ -15,14 +15,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import StreamingResponse
 from pydantic_ai.messages import BinaryContent, ModelMessage, UserContent
 
 from ..chat import TextDelta, TurnInterrupted, TurnResult, describe_failure, start_turn
-from ..deps import PrincipalDep, ServicesDep, acting_user, admit
+from ..deps import Acting, PrincipalDep, RateLimit, ServicesDep, acting_user
 from ..errors import NotFound
 from ..history import make_title, new_session_id
 from ..metrics import CONVERSATIONS_CREATED
@@ -62,15 +62,22 @@ def sources_out(result: TurnResult) -> list[dict[str, Any]]:
     ]
 
 
-@router.post("/api/pydantic-agent")
-async def pydantic_agent(
-    body: AgentRequest, principal: PrincipalDep, services: ServicesDep, request: Request
-) -> StreamingResponse:
+async def chat_request(
+    body: AgentRequest, principal: PrincipalDep, services: ServicesDep
+) -> Acting[AgentRequest]:
+    """The turn's user (403 for someone else's ``user_id``) and a query within the limit."""
     user_id = acting_user(principal, body.user_id)
     if len(body.query) > services.settings.max_query_chars:
         raise HTTPException(422, f"query exceeds {services.settings.max_query_chars} characters")
-    await admit(services, user_id, request)
+    return Acting(user_id, body)
 
+
+@router.post("/api/pydantic-agent")
+async def pydantic_agent(
+    admitted: Annotated[Acting[AgentRequest], Depends(RateLimit(chat_request))],
+    services: ServicesDep,
+) -> StreamingResponse:
+    body, user_id = admitted.body, admitted.user_id
     session_id = body.session_id or new_session_id()
     history: list[ModelMessage] | None = None
     if body.session_id:

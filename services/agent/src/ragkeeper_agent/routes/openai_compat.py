@@ -15,9 +15,9 @@ import json
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic_ai.messages import (
     ModelMessage,
@@ -30,7 +30,7 @@ from pydantic_ai.messages import (
 from pydantic_ai.usage import RunUsage
 
 from ..chat import TextDelta, TurnInterrupted, TurnResult, describe_failure, start_turn
-from ..deps import PrincipalDep, ServicesDep, admit
+from ..deps import Acting, PrincipalDep, RateLimit, ServicesDep
 from ..schemas import ChatCompletionRequest, ChatMessage
 
 router = APIRouter()
@@ -69,15 +69,23 @@ async def list_models(principal: PrincipalDep) -> dict[str, Any]:
     }
 
 
+async def completion_request(
+    body: ChatCompletionRequest, principal: PrincipalDep, services: ServicesDep
+) -> Acting[ChatCompletionRequest]:
+    """The caller (the body's ``user`` only with auth disabled) and a prompt within the limit."""
+    user_id = principal.user_id if principal.authenticated else body.user or principal.user_id
+    if len(body.messages[-1].text()) > services.settings.max_query_chars:
+        raise HTTPException(422, f"message exceeds {services.settings.max_query_chars} characters")
+    return Acting(user_id, body)
+
+
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, principal: PrincipalDep, services: ServicesDep, request: Request
+    admitted: Annotated[Acting[ChatCompletionRequest], Depends(RateLimit(completion_request))],
+    services: ServicesDep,
 ) -> JSONResponse | StreamingResponse:
-    user_id = principal.user_id if principal.authenticated else body.user or principal.user_id
+    body = admitted.body
     history, prompt = to_history(body.messages)
-    if len(prompt) > services.settings.max_query_chars:
-        raise HTTPException(422, f"message exceeds {services.settings.max_query_chars} characters")
-    await admit(services, user_id, request)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     model = body.model or PUBLIC_MODEL_ID

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
 
 from ..agent import retrieve
-from ..deps import PrincipalDep, ServicesDep, admit
+from ..deps import Acting, PrincipalDep, RateLimit, ServicesDep
 from ..schemas import PassageOut, SearchRequest
 
 router = APIRouter()
 
 
+async def search_request(body: SearchRequest, principal: PrincipalDep) -> Acting[SearchRequest]:
+    """Searches count against the caller's own window (the body names no user)."""
+    return Acting(principal.user_id, body)
+
+
 @router.post("/api/search")
 async def search(
-    body: SearchRequest, principal: PrincipalDep, services: ServicesDep, request: Request
+    admitted: Annotated[Acting[SearchRequest], Depends(RateLimit(search_request))],
+    services: ServicesDep,
 ) -> list[PassageOut]:
-    await admit(services, principal.user_id, request)
+    body = admitted.body
     passages = await retrieve(
         services.deps(),
         body.query,
