@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic_ai import Agent, ModelRetry, RunContext
+from pydantic_ai import Agent, ModelRetry, RunContext, Tool
 from pydantic_ai.models import Model
 from pydantic_ai.tools import ToolDefinition
 
@@ -139,122 +139,135 @@ async def _only_with_web(ctx: RunContext[Deps], tool_def: ToolDefinition) -> Too
     return tool_def if ctx.deps.web is not None else None
 
 
+async def search_documents(
+    ctx: RunContext[Deps],
+    query: str,
+    k: int | None = None,
+    pipeline_id: str | None = None,
+    metadata_filter: dict[str, Any] | None = None,
+) -> list[Passage]:
+    """Search the documents for passages relevant to a query (semantic + keyword search).
+
+    Args:
+        query: What to look for, in natural language; include names and key terms.
+        k: How many passages to return (default 5, at most 20).
+        pipeline_id: Only search documents of this source, e.g. "default/handbook".
+        metadata_filter: Only passages whose metadata contains these key/value pairs,
+            e.g. {"mime_type": "application/pdf"}.
+
+    Returns:
+        Passages numbered for citation, each with its document title and URL.
+    """
+    with _counted(SEARCH_TOOL):
+        if not query.strip():
+            raise ModelRetry("query must not be empty")
+        size = None if k is None else max(1, min(k, 20))
+        return await retrieve(
+            ctx.deps, query, k=size, pipeline_id=pipeline_id, metadata_filter=metadata_filter
+        )
+
+
+async def list_documents(
+    ctx: RunContext[Deps], pipeline_id: str | None = None, limit: int = 50
+) -> list[DocumentSummary]:
+    """List available documents, newest first, with their ids and, for spreadsheets, columns.
+
+    Args:
+        pipeline_id: Only documents of this source.
+        limit: At most this many documents (1-200).
+    """
+    with _counted("list_documents"):
+        docs = await ctx.deps.store.list_documents(
+            pipeline_id=pipeline_id, limit=max(1, min(limit, 200))
+        )
+        return [
+            DocumentSummary(
+                document_id=d.id,
+                title=d.title,
+                url=d.url,
+                mime_type=d.mime_type,
+                chunks=d.chunk_count,
+                columns=d.schema,
+            )
+            for d in docs
+        ]
+
+
+async def read_document(ctx: RunContext[Deps], document_id: str) -> str:
+    """Read a whole document's text (long documents are cut off at a limit).
+
+    Args:
+        document_id: The `document_id` from `search_documents` or `list_documents`.
+    """
+    with _counted("read_document"):
+        doc = await ctx.deps.store.read_document(document_id, max_chars=ctx.deps.read_max_chars)
+        if doc is None:
+            raise ModelRetry(f"no document with id {document_id!r}; use list_documents")
+        note = "\n\n[... truncated]" if doc.truncated else ""
+        return f"# {doc.info.title}\nURL: {doc.info.url or '-'}\n\n{doc.content}{note}"
+
+
+async def query_tabular_rows(ctx: RunContext[Deps], sql: str) -> str:
+    """Run one read-only PostgreSQL SELECT over rows of spreadsheets and CSV files.
+
+    Tables you can read:
+      - tabular_datasets(dataset_id, pipeline_id, title, url, mime_type, schema jsonb,
+        updated_at): one row per tabular file; schema maps sheet name ('' for CSV) to columns.
+      - document_rows(dataset_id, sheet, row_number, row_data jsonb): one row per data row;
+        read a column with row_data->>'Column name' and cast as needed, e.g.
+        (row_data->>'Revenue')::numeric.
+    Writes, DDL and other tables are refused; results are capped.
+
+    Args:
+        sql: A single SELECT statement (no trailing semicolon needed).
+    """
+    with _counted("query_tabular_rows"):
+        try:
+            rows = await ctx.deps.sql.query(sql.strip().rstrip(";"))
+        except SQLToolError as exc:
+            raise ModelRetry(f"the query failed: {exc}") from exc
+        return render_rows(rows)
+
+
+async def web_search(ctx: RunContext[Deps], query: str) -> str:
+    """Search the public web when the documents do not cover a question.
+
+    Args:
+        query: Search terms.
+    """
+    with _counted("web_search"):
+        # The tool is registered only when web search is configured (B101 does not apply).
+        assert ctx.deps.web is not None  # nosec B101
+        try:
+            results = await ctx.deps.web.search(query)
+        except WebSearchError as exc:
+            raise ModelRetry(str(exc)) from exc
+        if not results:
+            return "(no web results)"
+        return "\n\n".join(f"{r.title}\n{r.url}\n{r.snippet}" for r in results)
+
+
+def agent_tools() -> list[Tool[Deps]]:
+    """The tools the model may call; each docstring is the tool's description for the model.
+
+    Fresh objects per agent: adding a tool to an agent sets the tool's retry count on it.
+    """
+    return [
+        Tool(search_documents, name=SEARCH_TOOL),
+        Tool(list_documents),
+        Tool(read_document),
+        Tool(query_tabular_rows),
+        Tool(web_search, prepare=_only_with_web),
+    ]
+
+
 def build_agent(model: Model) -> Agent[Deps, str]:
-    agent: Agent[Deps, str] = Agent(
+    return Agent(
         model,
         deps_type=Deps,
         output_type=str,
         instructions=INSTRUCTIONS,
         retries=2,
         name="ragkeeper",
+        tools=agent_tools(),
     )
-
-    @agent.tool(name=SEARCH_TOOL)
-    async def search_documents(
-        ctx: RunContext[Deps],
-        query: str,
-        k: int | None = None,
-        pipeline_id: str | None = None,
-        metadata_filter: dict[str, Any] | None = None,
-    ) -> list[Passage]:
-        """Search the documents for passages relevant to a query (semantic + keyword search).
-
-        Args:
-            query: What to look for, in natural language; include names and key terms.
-            k: How many passages to return (default 5, at most 20).
-            pipeline_id: Only search documents of this source, e.g. "default/handbook".
-            metadata_filter: Only passages whose metadata contains these key/value pairs,
-                e.g. {"mime_type": "application/pdf"}.
-
-        Returns:
-            Passages numbered for citation, each with its document title and URL.
-        """
-        with _counted(SEARCH_TOOL):
-            if not query.strip():
-                raise ModelRetry("query must not be empty")
-            size = None if k is None else max(1, min(k, 20))
-            return await retrieve(
-                ctx.deps, query, k=size, pipeline_id=pipeline_id, metadata_filter=metadata_filter
-            )
-
-    @agent.tool
-    async def list_documents(
-        ctx: RunContext[Deps], pipeline_id: str | None = None, limit: int = 50
-    ) -> list[DocumentSummary]:
-        """List available documents, newest first, with their ids and, for spreadsheets, columns.
-
-        Args:
-            pipeline_id: Only documents of this source.
-            limit: At most this many documents (1-200).
-        """
-        with _counted("list_documents"):
-            docs = await ctx.deps.store.list_documents(
-                pipeline_id=pipeline_id, limit=max(1, min(limit, 200))
-            )
-            return [
-                DocumentSummary(
-                    document_id=d.id,
-                    title=d.title,
-                    url=d.url,
-                    mime_type=d.mime_type,
-                    chunks=d.chunk_count,
-                    columns=d.schema,
-                )
-                for d in docs
-            ]
-
-    @agent.tool
-    async def read_document(ctx: RunContext[Deps], document_id: str) -> str:
-        """Read a whole document's text (long documents are cut off at a limit).
-
-        Args:
-            document_id: The `document_id` from `search_documents` or `list_documents`.
-        """
-        with _counted("read_document"):
-            doc = await ctx.deps.store.read_document(document_id, max_chars=ctx.deps.read_max_chars)
-            if doc is None:
-                raise ModelRetry(f"no document with id {document_id!r}; use list_documents")
-            note = "\n\n[... truncated]" if doc.truncated else ""
-            return f"# {doc.info.title}\nURL: {doc.info.url or '-'}\n\n{doc.content}{note}"
-
-    @agent.tool
-    async def query_tabular_rows(ctx: RunContext[Deps], sql: str) -> str:
-        """Run one read-only PostgreSQL SELECT over rows of spreadsheets and CSV files.
-
-        Tables you can read:
-          - tabular_datasets(dataset_id, pipeline_id, title, url, mime_type, schema jsonb,
-            updated_at): one row per tabular file; schema maps sheet name ('' for CSV) to columns.
-          - document_rows(dataset_id, sheet, row_number, row_data jsonb): one row per data row;
-            read a column with row_data->>'Column name' and cast as needed, e.g.
-            (row_data->>'Revenue')::numeric.
-        Writes, DDL and other tables are refused; results are capped.
-
-        Args:
-            sql: A single SELECT statement (no trailing semicolon needed).
-        """
-        with _counted("query_tabular_rows"):
-            try:
-                rows = await ctx.deps.sql.query(sql.strip().rstrip(";"))
-            except SQLToolError as exc:
-                raise ModelRetry(f"the query failed: {exc}") from exc
-            return render_rows(rows)
-
-    @agent.tool(prepare=_only_with_web)
-    async def web_search(ctx: RunContext[Deps], query: str) -> str:
-        """Search the public web when the documents do not cover a question.
-
-        Args:
-            query: Search terms.
-        """
-        with _counted("web_search"):
-            # The tool is registered only when web search is configured (B101 does not apply).
-            assert ctx.deps.web is not None  # nosec B101
-            try:
-                results = await ctx.deps.web.search(query)
-            except WebSearchError as exc:
-                raise ModelRetry(str(exc)) from exc
-            if not results:
-                return "(no web results)"
-            return "\n\n".join(f"{r.title}\n{r.url}\n{r.snippet}" for r in results)
-
-    return agent
