@@ -107,25 +107,78 @@ def _count_ready(k8s: Any) -> tuple[int, int]:
     return made, ready
 
 
-async def run_operator(count: int, tmp: Path) -> dict[str, float]:
-    import psutil  # type: ignore[import-untyped]
+def _operator_env(kubeconfig: Path) -> dict[str, str]:
+    """The operator's environment: the emulator's kubeconfig, free ports, all namespaces."""
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "WATCH_NAMESPACES": "",
+        "METRICS_PORT": str(free_port()),
+        "HEALTH_PORT": str(free_port()),
+        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        "RAG_IMAGE": "registry.example/ragkeeper-rag:bench",
+    }
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    return env
 
+
+class _PeakRss:
+    """The peak resident set size of one process, as far as it has been sampled."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil  # type: ignore[import-untyped]
+
+        self.process = psutil.Process(pid)
+        self.peak = 0
+
+    def rss(self) -> int:
+        return int(self.process.memory_info().rss)
+
+    def sample(self) -> None:
+        self.peak = max(self.peak, self.rss())
+
+
+async def _wait_alive(k8s: Any, health_url: str, memory: _PeakRss) -> None:
+    """Poll the operator's health endpoint until kopf reports itself alive."""
+    while True:
+        memory.sample()
+        try:
+            async with k8s.http.get(health_url) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        await asyncio.sleep(0.1)
+
+
+async def _create_until_ready(k8s: Any, count: int, memory: _PeakRss) -> float:
+    """Create N DataSources at once; seconds until all N CronJobs exist and all are Ready."""
+    started = time.perf_counter()
+    limiter = asyncio.Semaphore(50)
+
+    async def create(index: int) -> None:
+        async with limiter:
+            await k8s.create_datasource(datasource(index))
+
+    await asyncio.gather(*(create(i) for i in range(count)))
+    while True:
+        memory.sample()
+        made, ready = _count_ready(k8s)
+        if made >= count and ready >= count:
+            return time.perf_counter() - started
+        if time.perf_counter() - started > 900:
+            raise RuntimeError(f"timed out: {made} CronJobs, {ready} Ready")
+        await asyncio.sleep(0.5)
+
+
+async def run_operator(count: int, tmp: Path) -> dict[str, float]:
     from tests.operator.harness import cluster
 
     async with cluster(tmp) as k8s:
         k8s.api.request_history = 8
         await k8s.create_secret(NAMESPACE, "ragkeeper-database", ["DATABASE_URL"])
         await k8s.create_pvc(NAMESPACE, "docs")
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(k8s.kubeconfig),
-            "WATCH_NAMESPACES": "",
-            "METRICS_PORT": str(free_port()),
-            "HEALTH_PORT": str(free_port()),
-            "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
-            "RAG_IMAGE": "registry.example/ragkeeper-rag:bench",
-        }
-        env.pop("KUBERNETES_SERVICE_HOST", None)
+        env = _operator_env(k8s.kubeconfig)
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -133,41 +186,19 @@ async def run_operator(count: int, tmp: Path) -> dict[str, float]:
             env=env,
             stderr=None if os.environ.get("BENCH_LOG_LEVEL") else subprocess.DEVNULL,
         )
-        watcher = psutil.Process(process.pid)
-        peak = 0
+        memory = _PeakRss(process.pid)
         try:
-            health = f"http://127.0.0.1:{env['HEALTH_PORT']}/healthz"
-            while True:  # wait until kopf reports itself alive
-                peak = max(peak, watcher.memory_info().rss)
-                try:
-                    async with k8s.http.get(health) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    pass
-                await asyncio.sleep(0.1)
-            idle_rss = watcher.memory_info().rss
-            started = time.perf_counter()
-            limiter = asyncio.Semaphore(50)
-
-            async def create(index: int) -> None:
-                async with limiter:
-                    await k8s.create_datasource(datasource(index))
-
-            await asyncio.gather(*(create(i) for i in range(count)))
-            while True:
-                peak = max(peak, watcher.memory_info().rss)
-                made, ready = _count_ready(k8s)
-                if made >= count and ready >= count:
-                    break
-                if time.perf_counter() - started > 900:
-                    raise RuntimeError(f"timed out: {made} CronJobs, {ready} Ready")
-                await asyncio.sleep(0.5)
-            elapsed = time.perf_counter() - started
+            await _wait_alive(k8s, f"http://127.0.0.1:{env['HEALTH_PORT']}/healthz", memory)
+            idle_rss = memory.rss()
+            elapsed = await _create_until_ready(k8s, count, memory)
         finally:
             process.terminate()
             await process.wait()
-        return {"seconds": elapsed, "rss_bytes": float(peak), "idle_rss_bytes": float(idle_rss)}
+        return {
+            "seconds": elapsed,
+            "rss_bytes": float(memory.peak),
+            "idle_rss_bytes": float(idle_rss),
+        }
 
 
 async def run_baseline(count: int, tmp: Path) -> dict[str, float]:
