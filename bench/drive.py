@@ -2,8 +2,8 @@
 
 Run it::
 
-    uv run python bench/drive.py                       # 5,000 files, 10 changed
-    uv run python bench/drive.py --files 20000 --changed 50
+    uv run --group bench python -m bench.drive                     # 5,000 files, 10 changed
+    uv run --group bench python -m bench.drive --files 20000 --changed 50
 
 It is not a test: it prints figures and ratios and asserts nothing about speed.
 The real ``google-api-python-client`` talks HTTP to the Drive v3 fake of

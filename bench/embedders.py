@@ -1,6 +1,6 @@
 """Throughput of the offline default embedder, with the hashing embedder as baseline.
 
-Run: ``uv run python bench/embedders.py [--chunks 1000] [--chars 800]``
+Run: ``uv run --group bench python -m bench.embedders [--chunks 1000] [--chars 800]``
 
 Embeds ``--chunks`` realistic prose chunks of about ``--chars`` characters
 (the ingestion job's default chunk size) through the public ``Embedder``

@@ -1,9 +1,10 @@
 """Ingestion benchmark: ragkeeper's sync engine vs LangChain's indexing API vs a naive loop.
 
-Run it (LangChain's ``SQLRecordManager`` lives in ``langchain-classic``)::
+Run it (LangChain's ``SQLRecordManager`` lives in ``langchain-classic``, part of the
+``bench`` dependency group)::
 
-    uv run --group bench --with langchain-classic python bench/ingest.py
-    uv run --group bench --with langchain-classic python bench/ingest.py --embedder offline
+    uv run --group bench python -m bench.ingest
+    uv run --group bench python -m bench.ingest --embedder offline --files 500
 
 It is not a test: it asserts nothing about speed and prints figures and ratios.
 Everything but the indexing strategy is held equal (``_ingest_env.py``): one
@@ -130,7 +131,7 @@ def build_contenders(
                 print(
                     "!! langchain contender SKIPPED: langchain-classic (SQLRecordManager) is not "
                     "installed; run: uv run --group bench --with langchain-classic "
-                    "python bench/ingest.py",
+                    "python -m bench.ingest",
                     flush=True,
                 )
                 continue
