@@ -1,6 +1,6 @@
 """Benchmark: the operator turning 500 DataSources into CronJobs, against a plain script.
 
-Run: ``uv run --group bench python bench/operator.py [--count 500]``
+Run: ``uv run --group bench python -m bench.operator [--count 500]``
 
 Both sides talk HTTP to the same kind of in-process API emulator
 (``tests/operator/harness.py``: kmock's emulator with uid/resourceVersion).
