@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib.resources import as_file, files
 
 import httpx
@@ -31,7 +31,7 @@ from .middleware import BodySizeLimitMiddleware, ObservabilityMiddleware
 from .routes import chat, conversations, openai_compat, ops, search
 from .services import open_services
 from .settings import Settings
-from .tracing import TracingMiddleware, tracing_from_settings
+from .tracing import Tracing, TracingMiddleware, tracing_from_settings
 from .web import install_web
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,34 @@ def create_app(
     """Build the app. ``embedder``/``model``/``transport`` override the configured ones."""
     draining = asyncio.Event()
     tracing = tracing_from_settings(settings, version=__version__)
+    app = FastAPI(
+        title="ragkeeper agent",
+        version=__version__,
+        lifespan=_lifespan(
+            settings, draining, tracing, embedder=embedder, model=model, transport=transport
+        ),
+        description="Retrieval-augmented agent over the ragkeeper knowledge store.",
+    )
+    app.state.draining = draining
+    app.state.tracing = tracing
+    app.add_exception_handler(AgentServiceError, _service_error)
+    _add_routes(app)
+    _add_middleware(app, settings, tracing)
+    install_web(app, settings)
+    return app
+
+
+def _lifespan(
+    settings: Settings,
+    draining: asyncio.Event,
+    tracing: Tracing | None,
+    *,
+    embedder: Embedder | None,
+    model: Model | None,
+    transport: httpx.AsyncBaseTransport | None,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Startup opens the services (tracing first, so the model is instrumented); shutdown
+    drains and closes them, then flushes the traces."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -81,16 +109,10 @@ def create_app(
             if tracing is not None:
                 await tracing.shutdown()
 
-    app = FastAPI(
-        title="ragkeeper agent",
-        version=__version__,
-        lifespan=lifespan,
-        description="Retrieval-augmented agent over the ragkeeper knowledge store.",
-    )
-    app.state.draining = draining
-    app.state.tracing = tracing
-    app.add_exception_handler(AgentServiceError, _service_error)
+    return lifespan
 
+
+def _add_routes(app: FastAPI) -> None:
     for router in (
         ops.router,
         chat.router,
@@ -102,6 +124,12 @@ def create_app(
     with as_file(files("ragkeeper_agent") / "static") as static_dir:
         app.mount("/static", StaticFiles(directory=static_dir), name="static")
 
+
+def _add_middleware(app: FastAPI, settings: Settings, tracing: Tracing | None) -> None:
+    """CORS (when configured) innermost, then the body limit, metrics/logs and tracing.
+
+    ``install_web`` adds the security headers after these, as the outermost middleware.
+    """
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -115,8 +143,6 @@ def create_app(
     app.add_middleware(ObservabilityMiddleware)
     if tracing is not None:
         app.add_middleware(TracingMiddleware, tracing=tracing)
-    install_web(app, settings)
-    return app
 
 
 def request_shutdown(app: FastAPI) -> None:
