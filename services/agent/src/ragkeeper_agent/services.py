@@ -104,41 +104,7 @@ async def open_services(
     try:
         embedder = embedder or embedder_from_env()
         model = model or build_model(settings)
-        web = (
-            WebSearch(
-                http,
-                searxng_url=settings.searxng_url,
-                brave_api_key=settings.brave_api_key.get_secret_value(),
-                brave_api_url=settings.brave_api_url,
-                timeout=settings.web_search_timeout_seconds,
-            )
-            if settings.web_search_configured
-            else None
-        )
-        services = Services(
-            settings=settings,
-            pool=pool,
-            http=http,
-            embedder=embedder,
-            store=KnowledgeStore(pool),
-            conversations=ConversationStore(pool),
-            limiter=RateLimiter(pool, settings.rate_limit_per_minute),
-            sql=ReadOnlySQL(
-                pool,
-                timeout_ms=settings.sql_statement_timeout_ms,
-                max_rows=settings.sql_max_rows,
-            ),
-            web=web,
-            auth=Authenticator(settings, http),
-            runner=ChatRunner(
-                build_agent(model),
-                model_name=model.model_name,
-                max_requests=settings.agent_max_requests,
-                draining=draining,
-                grace_seconds=settings.shutdown_grace_seconds,
-            ),
-            draining=draining,
-        )
+        services = _assemble(settings, pool, http, embedder, model, draining)
         await services.check_embedding_model()
     except BaseException:
         await http.aclose()
@@ -149,6 +115,54 @@ async def open_services(
         model.model_name,
         embedder.model_name,
         settings.auth_mode,
-        web.backend if web else "off",
+        services.web.backend if services.web else "off",
     )
     return services
+
+
+def _assemble(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    http: httpx.AsyncClient,
+    embedder: Embedder,
+    model: Model,
+    draining: asyncio.Event,
+) -> Services:
+    """Every client over the one pool and HTTP client; nothing here does I/O."""
+    return Services(
+        settings=settings,
+        pool=pool,
+        http=http,
+        embedder=embedder,
+        store=KnowledgeStore(pool),
+        conversations=ConversationStore(pool),
+        limiter=RateLimiter(pool, settings.rate_limit_per_minute),
+        sql=ReadOnlySQL(
+            pool,
+            timeout_ms=settings.sql_statement_timeout_ms,
+            max_rows=settings.sql_max_rows,
+        ),
+        web=_web_search(settings, http),
+        auth=Authenticator(settings, http),
+        runner=ChatRunner(
+            build_agent(model),
+            model_name=model.model_name,
+            max_requests=settings.agent_max_requests,
+            draining=draining,
+            grace_seconds=settings.shutdown_grace_seconds,
+        ),
+        draining=draining,
+    )
+
+
+def _web_search(settings: Settings, http: httpx.AsyncClient) -> WebSearch | None:
+    """The web search tool's backend, or None when neither SearXNG nor Brave is configured."""
+    if not settings.web_search_configured:
+        return None
+    return WebSearch(
+        http,
+        searxng_url=settings.searxng_url,
+        brave_api_key=settings.brave_api_key.get_secret_value(),
+        brave_api_url=settings.brave_api_url,
+        timeout=settings.web_search_timeout_seconds,
+    )
