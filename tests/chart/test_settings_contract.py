@@ -19,7 +19,6 @@ import pytest
 import yaml
 from fastapi import FastAPI
 
-from ragkeeper_knowledge.embedding.factory import EmbeddingConfig
 from scripts import chart_values
 from tests.chart.tools import CI_VALUES, by_kind, named
 
@@ -127,7 +126,7 @@ def test_agent_settings_accept_the_rendered_env(
         {"url": supabase_url, "anon_key": web["supabase"]["anonKey"]} if supabase_url else None
     )
     _assert_tracing(settings, _agent_values(scenario, "tracing"))
-    embedding = EmbeddingConfig.from_env(_resolved_env(objects, container))
+    embedding = settings.embedding  # the EMBEDDING_* variables, read by the agent's Settings
     assert (
         embedding.provider == named(objects, "ConfigMap", "-config")["data"]["EMBEDDING_PROVIDER"]
     )

@@ -1,4 +1,4 @@
-"""EmbeddingConfig.from_env and create_embedder: defaults, wiring and clear errors."""
+"""embedding_env, EmbeddingConfig and create_embedder: defaults, wiring and clear errors."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ import logging
 
 import httpx
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from ragkeeper_knowledge.embedding import (
+    EMBEDDING_VARIABLES,
     Embedder,
     EmbeddingConfig,
     HashingEmbedder,
     OfflineEmbedder,
     OpenAICompatibleEmbedder,
     create_embedder,
+    embedding_env,
 )
 from ragkeeper_knowledge.errors import ConfigurationError
 
@@ -32,8 +34,14 @@ def recording_transport(seen: list[httpx.Request], dimension: int = 4) -> httpx.
     return httpx.MockTransport(handler)
 
 
-def test_from_env_defaults_to_the_offline_model() -> None:
-    config = EmbeddingConfig.from_env({})
+def from_env(environ: dict[str, str]) -> EmbeddingConfig:
+    """What a service's settings object does with its environment."""
+    return EmbeddingConfig.model_validate(embedding_env(environ))
+
+
+def test_no_variables_means_the_offline_model() -> None:
+    assert embedding_env({}) == {}
+    config = from_env({})
     assert config.provider == "offline"
 
     embedder = create_embedder(config)
@@ -44,8 +52,8 @@ def test_from_env_defaults_to_the_offline_model() -> None:
     assert embedder.dimension == 384
 
 
-def test_from_env_reads_every_variable_and_treats_empty_as_unset() -> None:
-    config = EmbeddingConfig.from_env(
+def test_every_variable_is_read_and_empty_counts_as_unset() -> None:
+    config = from_env(
         {
             "EMBEDDING_PROVIDER": " vLLM ",
             "EMBEDDING_BASE_URL": "http://vllm:8000/v1",
@@ -72,15 +80,24 @@ def test_from_env_reads_every_variable_and_treats_empty_as_unset() -> None:
     assert config.api_key is None
 
 
-def test_unknown_provider_is_a_configuration_error() -> None:
-    with pytest.raises(ConfigurationError, match="EMBEDDING_PROVIDER") as info:
-        EmbeddingConfig.from_env({"EMBEDDING_PROVIDER": "cohere"})
-    assert "offline" in str(info.value)  # lists the valid providers
+def test_unknown_provider_is_refused_with_the_valid_ones_listed() -> None:
+    with pytest.raises(ValidationError) as info:
+        from_env({"EMBEDDING_PROVIDER": "cohere"})
+    (error,) = info.value.errors()
+    assert error["loc"] == ("provider",)
+    assert "'offline'" in error["msg"] and "'vllm'" in error["msg"]
 
 
-def test_non_numeric_dimension_names_the_variable() -> None:
-    with pytest.raises(ConfigurationError, match="EMBEDDING_DIMENSION"):
-        EmbeddingConfig.from_env({"EMBEDDING_DIMENSION": "large"})
+def test_non_numeric_dimension_is_refused_at_its_field() -> None:
+    with pytest.raises(ValidationError) as info:
+        from_env({"EMBEDDING_DIMENSION": "large"})
+    (error,) = info.value.errors()
+    assert EMBEDDING_VARIABLES[str(error["loc"][0])] == "EMBEDDING_DIMENSION"
+
+
+def test_every_field_has_its_variable() -> None:
+    assert set(EMBEDDING_VARIABLES) == set(EmbeddingConfig.model_fields)
+    assert all(v.startswith("EMBEDDING_") for v in EMBEDDING_VARIABLES.values())
 
 
 def test_openai_without_api_key_is_a_configuration_error() -> None:
@@ -118,7 +135,7 @@ def test_api_key_is_hidden_in_the_config_repr() -> None:
 
 async def test_openai_provider_sends_key_model_and_dimensions() -> None:
     seen: list[httpx.Request] = []
-    config = EmbeddingConfig.from_env(
+    config = from_env(
         {
             "EMBEDDING_PROVIDER": "openai",
             "EMBEDDING_API_KEY": "sk-abc",
@@ -142,7 +159,7 @@ async def test_openai_provider_sends_key_model_and_dimensions() -> None:
 
 async def test_ollama_provider_needs_no_key_and_uses_local_defaults() -> None:
     seen: list[httpx.Request] = []
-    config = EmbeddingConfig.from_env({"EMBEDDING_PROVIDER": "ollama"})
+    config = from_env({"EMBEDDING_PROVIDER": "ollama"})
     embedder = create_embedder(config, transport=recording_transport(seen, dimension=8))
 
     await embedder.embed(["a", "b"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -33,11 +32,11 @@ from .websearch import WebSearch
 logger = logging.getLogger(__name__)
 
 
-def embedder_from_env() -> Embedder:
-    """The same embedder as the ingestion job, from the shared ``EMBEDDING_*`` variables."""
-    from ragkeeper_knowledge.embedding import EmbeddingConfig, create_embedder
+def embedder_from_settings(settings: Settings) -> Embedder:
+    """The same embedder as the ingestion job, from ``settings.embedding`` (``EMBEDDING_*``)."""
+    from ragkeeper_knowledge.embedding import create_embedder
 
-    return create_embedder(EmbeddingConfig.from_env(os.environ))
+    return create_embedder(settings.embedding)
 
 
 @dataclass
@@ -102,7 +101,7 @@ async def open_services(
     )
     http = httpx.AsyncClient(transport=transport, timeout=15.0, follow_redirects=False)
     try:
-        embedder = embedder or embedder_from_env()
+        embedder = embedder or embedder_from_settings(settings)
         model = model or build_model(settings)
         services = _assemble(settings, pool, http, embedder, model, draining)
         await services.check_embedding_model()

@@ -13,7 +13,15 @@ from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from ragkeeper_knowledge.embedding import EmbeddingConfig, embedding_env
 
 # Secrets that appear in tutorials and templates; refusing them catches copy-paste deployments.
 PLACEHOLDER_SECRETS = frozenset(
@@ -75,6 +83,9 @@ class Settings(BaseSettings):
     db_pool_max_size: int = Field(default=10, ge=1)
     search_k: int = Field(default=5, ge=1, le=50)
 
+    # --- embedder: the EMBEDDING_* variables, shared with the ingestion job (embedding_env)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+
     # --- language model
     llm_provider: str = ""
     """openai, openrouter, ollama, vllm or any OpenAI-compatible name; empty = offline."""
@@ -114,6 +125,24 @@ class Settings(BaseSettings):
     # --- browser access
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_allow_credentials: bool = False
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            # EMBEDDING_* as the nested `embedding` dict (keyword arguments still win)
+            InitSettingsSource(settings_cls, init_kwargs={"embedding": embedding_env()}),
+            env_settings,
+            dotenv_settings,
+            file_secret_settings,
+        )
 
     @model_validator(mode="before")
     @classmethod

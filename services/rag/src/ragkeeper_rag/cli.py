@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from ragkeeper_knowledge import KnowledgeStore, create_pool
 from ragkeeper_knowledge import errors as kerrors
-from ragkeeper_knowledge.embedding import EmbeddingConfig, create_embedder
+from ragkeeper_knowledge.embedding import EMBEDDING_VARIABLES, create_embedder
 
 from .errors import EXIT_OK, ConfigurationError, Interrupted, TransientError, exit_code_for
 from .extraction import SUPPORTED_EXTENSIONS
@@ -94,7 +94,7 @@ async def run(settings: RagSettings, stop: asyncio.Event) -> RunStats:
         if settings.run_mode == "purge":
             return await purge(store, pipeline_id, settings.pipeline_type)
         source = build_source(settings, extensions=SUPPORTED_EXTENSIONS)
-        embedder = create_embedder(EmbeddingConfig.from_env(os.environ))
+        embedder = create_embedder(settings.embedding)
         try:
             engine = SyncEngine(
                 store,
@@ -159,6 +159,14 @@ def _failed(settings: RagSettings | None, overrides: dict[str, Any], message: st
     return stats
 
 
+def _setting_name(loc: tuple[int | str, ...]) -> str:
+    """``RAG_CHUNK_SIZE``, ``chunk_size`` or ``EMBEDDING_DIMENSION (embedding.dimension)``."""
+    where = ".".join(str(p) for p in loc) or "settings"
+    if len(loc) == 2 and loc[0] == "embedding" and str(loc[1]) in EMBEDDING_VARIABLES:
+        return f"{EMBEDDING_VARIABLES[str(loc[1])]} ({where})"
+    return where
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     overrides = parse_args(argv)
     configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
@@ -169,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = RagSettings(**overrides)
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "settings"
+            where = _setting_name(first["loc"])
             raise ConfigurationError(f"invalid setting {where}: {first['msg']}") from exc
         except (OSError, ValueError) as exc:  # unreadable/invalid RAG_CONFIG_FILE
             raise ConfigurationError(f"cannot read RAG_CONFIG_FILE: {exc}") from exc

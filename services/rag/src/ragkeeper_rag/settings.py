@@ -3,6 +3,12 @@
 Precedence (docs/architecture.md, ingestion job contract): command-line flags >
 environment > config file (``RAG_CONFIG_FILE``, JSON or TOML with the same field
 names) > defaults. Flags are applied by the CLI on top of what this object reads.
+
+The embedding settings are the nested ``embedding`` field (the knowledge store's
+``EmbeddingConfig``): the ``EMBEDDING_*`` variables, or an ``[embedding]`` table
+(``"embedding": {...}`` in JSON) in the config file keyed by the field names
+(``provider``, ``model``, ``base_url``, ``dimension``...). The variables override
+the file key by key, so the same precedence holds for them as for the rest.
 """
 
 from __future__ import annotations
@@ -15,9 +21,12 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from ragkeeper_knowledge.embedding import EmbeddingConfig, embedding_env
 
 PipelineType = Literal["local", "google_drive"]
 RunMode = Literal["single", "continuous", "purge"]
@@ -125,6 +134,9 @@ class RagSettings(BaseSettings):
         validation_alias=AliasChoices("RAG_EXTRACT_WORKERS", "extract_workers"),
     )
 
+    # the embedder (EMBEDDING_* or the config file's [embedding] table); the agent reads the same
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+
     @model_validator(mode="after")
     def _overlap_below_size(self) -> RagSettings:
         if self.chunk_overlap >= self.chunk_size:
@@ -144,6 +156,8 @@ class RagSettings(BaseSettings):
 
         return (
             init_settings,
+            # EMBEDDING_* as the nested `embedding` dict, merged key by key with the file's table
+            InitSettingsSource(settings_cls, init_kwargs={"embedding": embedding_env()}),
             env_settings,
             _ConfigFileSource(settings_cls, os.environ.get("RAG_CONFIG_FILE")),
         )

@@ -13,6 +13,12 @@ variable to fix, not later with an HTTP 401 in the middle of a run.
 Optional tuning variables: ``EMBEDDING_DIMENSION``, ``EMBEDDING_BATCH_SIZE``,
 ``EMBEDDING_MAX_CONCURRENCY``, ``EMBEDDING_TIMEOUT_SECONDS``,
 ``EMBEDDING_MAX_RETRIES``. Empty values count as unset (Helm often renders ``""``).
+
+Each service's settings object has a nested ``embedding: EmbeddingConfig`` field
+and fills it from :func:`embedding_env` (the variables, by field name) as a
+settings source ranked with its other environment variables, so the same
+precedence holds for the embedding keys as for the rest; the ingestion job's
+config file gives the same keys as an ``[embedding]`` table.
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import Literal, get_args
+from types import MappingProxyType
+from typing import Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from ragkeeper_knowledge.embedding.base import Embedder
 from ragkeeper_knowledge.embedding.hashing import HashingEmbedder
@@ -31,7 +38,13 @@ from ragkeeper_knowledge.embedding.offline import DEFAULT_OFFLINE_MODEL, Offline
 from ragkeeper_knowledge.embedding.openai_compat import OpenAICompatibleEmbedder
 from ragkeeper_knowledge.errors import ConfigurationError
 
-__all__ = ["EmbeddingConfig", "EmbeddingProvider", "create_embedder"]
+__all__ = [
+    "EMBEDDING_VARIABLES",
+    "EmbeddingConfig",
+    "EmbeddingProvider",
+    "create_embedder",
+    "embedding_env",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,21 +64,47 @@ _DEFAULT_HTTP_BATCH = 64
 _DEFAULT_OFFLINE_BATCH = 32
 _HASHING_DIMENSION = 384
 
-_ENV_FIELDS = {
-    "EMBEDDING_PROVIDER": "provider",
-    "EMBEDDING_BASE_URL": "base_url",
-    "EMBEDDING_API_KEY": "api_key",
-    "EMBEDDING_MODEL_CHOICE": "model",
-    "EMBEDDING_DIMENSION": "dimension",
-    "EMBEDDING_BATCH_SIZE": "batch_size",
-    "EMBEDDING_MAX_CONCURRENCY": "max_concurrency",
-    "EMBEDDING_TIMEOUT_SECONDS": "timeout_seconds",
-    "EMBEDDING_MAX_RETRIES": "max_retries",
-}
+EMBEDDING_VARIABLES: Mapping[str, str] = MappingProxyType(
+    {
+        "provider": "EMBEDDING_PROVIDER",
+        "base_url": "EMBEDDING_BASE_URL",
+        "api_key": "EMBEDDING_API_KEY",
+        "model": "EMBEDDING_MODEL_CHOICE",
+        "dimension": "EMBEDDING_DIMENSION",
+        "batch_size": "EMBEDDING_BATCH_SIZE",
+        "max_concurrency": "EMBEDDING_MAX_CONCURRENCY",
+        "timeout_seconds": "EMBEDDING_TIMEOUT_SECONDS",
+        "max_retries": "EMBEDDING_MAX_RETRIES",
+    }
+)
+"""The environment variable of each :class:`EmbeddingConfig` field."""
+
+
+def embedding_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ``EMBEDDING_*`` variables that are set, keyed by :class:`EmbeddingConfig` field.
+
+    Values are stripped and empty ones left out (Helm often renders ``""``), so an
+    unset variable never hides a value from a lower-priority source. A service's
+    settings object hands ``{"embedding": embedding_env()}`` to pydantic-settings
+    as a source next to its environment source; pydantic-settings merges it key by
+    key with the config file's ``embedding`` table.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, str] = {}
+    for field, variable in EMBEDDING_VARIABLES.items():
+        raw = env.get(variable, "").strip()
+        if raw:
+            values[field] = raw
+    return values
 
 
 class EmbeddingConfig(BaseModel):
-    """Which embedder to build; every service reads the same ``EMBEDDING_*`` variables."""
+    """Which embedder to build; every service reads the same ``EMBEDDING_*`` variables.
+
+    Invalid values fail validation (a pydantic ``ValidationError`` located at
+    ``embedding.<field>`` in a service's settings); :data:`EMBEDDING_VARIABLES`
+    names the variable to fix.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -79,31 +118,11 @@ class EmbeddingConfig(BaseModel):
     timeout_seconds: float = Field(default=30.0, gt=0)
     max_retries: int = Field(default=5, ge=0, le=20)
 
+    @field_validator("provider", mode="before")
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> EmbeddingConfig:
-        """Read the ``EMBEDDING_*`` variables (``os.environ`` by default).
-
-        Raises:
-            ConfigurationError: a variable has an invalid value (unknown provider,
-                a non-numeric dimension...); the message names the variable.
-        """
-        env = os.environ if environ is None else environ
-        values: dict[str, str] = {}
-        for variable, field in _ENV_FIELDS.items():
-            raw = env.get(variable, "").strip()
-            if raw:
-                values[field] = raw.lower() if field == "provider" else raw
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            by_field = {field: variable for variable, field in _ENV_FIELDS.items()}
-            problems = "; ".join(
-                f"{by_field.get(str(err['loc'][0]), err['loc'][0])}: {err['msg']}"
-                for err in exc.errors()
-            )
-            if values.get("provider") not in get_args(EmbeddingProvider):
-                problems += f" (providers: {', '.join(get_args(EmbeddingProvider))})"
-            raise ConfigurationError(f"invalid embedding settings: {problems}") from exc
+    def _provider_name(cls, value: object) -> object:
+        """``" vLLM "`` means ``vllm``: provider names are compared without case or blanks."""
+        return value.strip().lower() if isinstance(value, str) else value
 
     @property
     def resolved_model(self) -> str | None:
