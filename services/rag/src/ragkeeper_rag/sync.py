@@ -45,7 +45,7 @@ from ragkeeper_knowledge.embedding import Embedder, ensure_dimension
 
 from .errors import FileSkipped, Interrupted, TransientError
 from .extraction import Extracted
-from .sources.base import Source, SourceFile
+from .sources.base import ScanResult, Source, SourceFile
 from .workers import POOL_MIN_FILES, Extractor
 
 logger = logging.getLogger(__name__)
@@ -133,6 +133,14 @@ async def _settle(task: asyncio.Task[Any] | None) -> None:
         await task  # also retrieves an exception nobody else will read
 
 
+def _gone(scan: ScanResult, stored: dict[str, StoredVersion]) -> list[str]:
+    """Stored documents the scan says went away: every unlisted one after a full scan."""
+    listed = {f.source_id for f in scan.files}
+    if scan.full:
+        return [sid for sid in stored if sid not in listed]
+    return [sid for sid in scan.deleted if sid in stored and sid not in listed]
+
+
 def sha256(data: bytes | str) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
@@ -202,12 +210,29 @@ class SyncEngine:
         await self.ensure_model()
         state = await self.store.get_state(pipeline_id)
         scan = await source.scan(state.cursor if state else None)
+        stored = await self.store.stored_versions(pipeline_id)
+        todo = await self._to_check(pipeline_id, scan, stored, stats)
+        await self._process(source, pipeline_id, todo, stored, stats, stop, extractor)
+        if stop.is_set():
+            raise Interrupted("stop requested; the cursor was not advanced")
+        await self._finish(source, pipeline_id, scan, stored, stats)
+
+    async def _to_check(
+        self,
+        pipeline_id: str,
+        scan: ScanResult,
+        stored: dict[str, StoredVersion],
+        stats: RunStats,
+    ) -> list[SourceFile]:
+        """The scanned files whose version changed; the others are counted unchanged.
+
+        A file with the same version but another path, URL or title (renamed or moved
+        without a content change; Drive keeps the file id) has only those updated.
+        """
         stats.full_scan = scan.full
         for path, reason in scan.skipped:
             stats.add_error(path, reason)
-        stored = await self.store.stored_versions(pipeline_id)
         stats.files_seen = len(scan.files)
-
         todo: list[SourceFile] = []
         for f in scan.files:
             known = stored.get(f.source_id)
@@ -216,7 +241,6 @@ class SyncEngine:
                 continue
             stats.files_unchanged += 1
             if (known.path, known.url, known.file_title) != (f.path, f.url, f.title):
-                # renamed or moved without a content change (Drive keeps the file id)
                 await self.store.update_version(
                     pipeline_id, f.source_id, f.version, path=f.path, url=f.url, file_title=f.title
                 )
@@ -227,9 +251,23 @@ class SyncEngine:
             len(todo),
             scan.full,
         )
+        return todo
 
-        # Pipeline, three groups deep: while group N is embedded, group N+1 is fetched and
-        # extracted and group N-1's documents are written (one transaction each).
+    async def _process(
+        self,
+        source: Source,
+        pipeline_id: str,
+        todo: list[SourceFile],
+        stored: dict[str, StoredVersion],
+        stats: RunStats,
+        stop: asyncio.Event,
+        extractor: Extractor,
+    ) -> None:
+        """Prepare, embed and write ``todo`` in groups; returns early once ``stop`` is set.
+
+        Pipeline, three groups deep: while group N is embedded, group N+1 is fetched and
+        extracted and group N-1's documents are written (one transaction each).
+        """
         groups = [todo[i : i + self.group_size] for i in range(0, len(todo), self.group_size)]
         extractor.start(len(todo))
 
@@ -261,17 +299,17 @@ class SyncEngine:
         finally:
             await _settle(reader)
             await _settle(writer)
-        if stop.is_set():
-            raise Interrupted("stop requested; the cursor was not advanced")
 
-        listed = {f.source_id for f in scan.files}
-        if scan.full:
-            gone = [sid for sid in stored if sid not in listed]
-        else:
-            gone = [sid for sid in scan.deleted if sid in stored and sid not in listed]
-        if stop.is_set():
-            raise Interrupted("stop requested; the cursor was not advanced")
-        stats.files_deleted = await self.store.delete_documents(pipeline_id, gone)
+    async def _finish(
+        self,
+        source: Source,
+        pipeline_id: str,
+        scan: ScanResult,
+        stored: dict[str, StoredVersion],
+        stats: RunStats,
+    ) -> None:
+        """Delete what went away, build the vector index if missing, then save the cursor."""
+        stats.files_deleted = await self.store.delete_documents(pipeline_id, _gone(scan, stored))
         index_started = time.monotonic()
         if await self.store.ensure_vector_index():
             # First load (or the index was dropped): built over the rows just written.

@@ -150,6 +150,27 @@ _BREAKS = re.compile(f"[ {_LINE}{_PARA}]*[{_LINE}{_PARA}][ {_LINE}{_PARA}]*")
 
 def extract_html(data: bytes) -> Extracted:
     """HTML to Markdown-ish text: ``#`` headings, paragraphs, ``-`` list items, ``|`` cells."""
+    soup = _parse_html(data)
+    title_tag = soup.find("title")
+    title = " ".join(title_tag.get_text(" ").split()) if isinstance(title_tag, Tag) else ""
+    for tag in soup.find_all(_DROP):
+        tag.decompose()
+    _mark_preformatted(soup)
+    first_h1 = _mark_headings(soup)
+    _mark_breaks(soup)
+
+    flat = _SPACES.sub(" ", soup.get_text())
+    text = _BREAKS.sub(_join_breaks, flat).strip()
+    text = text.replace(_KEEP_SPACE, " ")
+    return Extracted(text=text, title=title or first_h1 or None, tables=[])
+
+
+def _parse_html(data: bytes) -> BeautifulSoup:
+    """Decode (``<meta charset>`` as the declared encoding) and parse with lxml.
+
+    Sentinel characters already in the source become spaces, so only the marks set
+    by this module carry meaning.
+    """
     declared = _META_CHARSET.search(data[:4096])
     markup = decode_text(data, declared.group(1).decode("ascii") if declared else None)
     for sentinel in (_PARA, _LINE, _KEEP_SPACE):
@@ -157,18 +178,21 @@ def extract_html(data: bytes) -> Extracted:
     if markup.lstrip().startswith("<?xml"):
         # XHTML: drop the XML declaration, it is still HTML to us.
         markup = markup.lstrip().split("?>", 1)[-1]
-    soup = BeautifulSoup(markup, "lxml")
+    return BeautifulSoup(markup, "lxml")
 
-    title_tag = soup.find("title")
-    title = " ".join(title_tag.get_text(" ").split()) if isinstance(title_tag, Tag) else ""
-    for tag in soup.find_all(_DROP):
-        tag.decompose()
+
+def _mark_preformatted(soup: BeautifulSoup) -> None:
+    """Keep the line breaks and spaces of ``<pre>`` through the whitespace folding."""
     for pre in soup.find_all("pre"):
         for string in list(pre.find_all(string=True)):
             kept = string.replace("\n", _LINE).replace(" ", _KEEP_SPACE)
             string.replace_with(kept.replace("\t", _KEEP_SPACE * 4))
         pre.insert_before(_PARA)
         pre.insert_after(_PARA)
+
+
+def _mark_headings(soup: BeautifulSoup) -> str:
+    """Replace headings by ``#`` paragraphs; returns the first ``<h1>``'s text (or "")."""
     first_h1 = ""
     for heading in soup.find_all(_HEADINGS):
         level = int(heading.name[1])
@@ -176,6 +200,11 @@ def extract_html(data: bytes) -> Extracted:
         if level == 1 and not first_h1:
             first_h1 = words
         heading.replace_with(f"{_PARA}{'#' * level} {words}{_PARA}" if words else _PARA)
+    return first_h1
+
+
+def _mark_breaks(soup: BeautifulSoup) -> None:
+    """Paragraph breaks around blocks, line breaks for ``<br>``/list items/rows, ``|`` cells."""
     for tag in soup.find_all("br"):
         tag.replace_with(_LINE)
     for tag in soup.find_all(_BLOCKS):
@@ -186,11 +215,6 @@ def extract_html(data: bytes) -> Extracted:
     for tag in soup.find_all(_CELLS):
         if tag.find_previous_sibling(_CELLS) is not None:
             tag.insert_before(" | ")
-
-    flat = _SPACES.sub(" ", soup.get_text())
-    text = _BREAKS.sub(_join_breaks, flat).strip()
-    text = text.replace(_KEEP_SPACE, " ")
-    return Extracted(text=text, title=title or first_h1 or None, tables=[])
 
 
 def _join_breaks(match: re.Match[str]) -> str:

@@ -163,31 +163,36 @@ class DriveTree:
     ) -> bool:
         """Apply changes to ``state``/``delta``; False when a full listing is needed."""
         target_folders = {t for t in state.shortcuts.values() if t in state.folders}
+        try:
+            pending = _fold_removed(changes, state, delta, target_folders)
+            relist = self._place_folders(pending, state, target_folders)
+            shortcut_targets = _fold_files(changes, state, delta, relist, target_folders)
+        except _NeedsFullListing:
+            return False
+        if relist:
+            log.info("drive folders added, moved or renamed: re-listing %s subtree(s)", len(relist))
+            await self._walk(relist, state, delta, shortcut_targets)
+        else:
+            await self._resolve_shortcuts(shortcut_targets, state, delta)
+        delta.deleted.difference_update(delta.files)
+        return True
+
+    def _place_folders(
+        self, pending: dict[str, dict[str, Any]], state: TreeState, target_folders: set[str]
+    ) -> dict[str, str]:
+        """Give each changed folder its path; returns the ones to re-list (id -> new path).
+
+        Settles to a fixpoint, since a new folder may arrive after its child. A known
+        folder left without a place in the tree (moved out, trashed) needs a full listing.
+        """
         relist: dict[str, str] = {}
-        pending: dict[str, dict[str, Any]] = {}
-        for file_id, change in changes.items():
-            item = change.get("file") or {}
-            if change.get("removed"):
-                if file_id in state.folders:
-                    return False
-                target = state.shortcuts.pop(file_id, None)
-                if target in target_folders:
-                    return False
-                if target is not None:
-                    state.targets.pop(target, None)
-                    delta.deleted.add(target)
-                state.targets.pop(file_id, None)
-                delta.deleted.add(file_id)
-            elif item.get("mimeType") == FOLDER:
-                pending[file_id] = item
-        # Folders: settle to a fixpoint, since a new folder may arrive after its child.
         progress = True
         while progress:
             progress = False
             for file_id, item in list(pending.items()):
                 if file_id == self.root_id or file_id in target_folders:
                     if item.get("trashed"):
-                        return False
+                        raise _NeedsFullListing
                     del pending[file_id]
                     continue
                 parent_path = None if item.get("trashed") else state.parent_path(item)
@@ -201,61 +206,8 @@ class DriveTree:
                 progress = True
         if any(file_id in state.folders for file_id in pending):
             log.info("a watched folder left the tree: full listing")
-            return False
-        shortcut_targets: list[tuple[str, str, str]] = []
-        for file_id, change in changes.items():
-            item = change.get("file") or {}
-            if change.get("removed") or item.get("mimeType") == FOLDER:
-                continue
-            parent_path = None if item.get("trashed") else state.parent_path(item)
-            if item.get("mimeType") == SHORTCUT:
-                if not self._fold_shortcut(
-                    item, parent_path, state, relist, shortcut_targets, delta, target_folders
-                ):
-                    return False
-            elif parent_path is not None and is_document(item):
-                delta.files[file_id] = to_source_file(item, join_path(parent_path, item["name"]))
-            elif file_id in state.targets and not item.get("trashed"):
-                delta.files[file_id] = to_source_file(item, state.targets[file_id])
-            else:
-                state.targets.pop(file_id, None)
-                delta.deleted.add(file_id)
-        if relist:
-            log.info("drive folders added, moved or renamed: re-listing %s subtree(s)", len(relist))
-            await self._walk(relist, state, delta, shortcut_targets)
-        else:
-            await self._resolve_shortcuts(shortcut_targets, state, delta)
-        delta.deleted.difference_update(delta.files)
-        return True
-
-    def _fold_shortcut(
-        self,
-        item: dict[str, Any],
-        parent_path: str | None,
-        state: TreeState,
-        relist: dict[str, str],
-        shortcut_targets: list[tuple[str, str, str]],
-        delta: TreeDelta,
-        target_folders: set[str],
-    ) -> bool:
-        details = item.get("shortcutDetails") or {}
-        target = details.get("targetId")
-        if parent_path is not None and target:
-            path = join_path(parent_path, item["name"])
-            state.shortcuts[item["id"]] = target
-            if details.get("targetMimeType") == FOLDER:
-                if target not in state.folders:
-                    state.folders[target] = relist[target] = path
-            else:
-                shortcut_targets.append((item["id"], target, path))
-            return True
-        old = state.shortcuts.pop(item["id"], None)
-        if old in target_folders:
-            return False
-        if old is not None:
-            state.targets.pop(old, None)
-            delta.deleted.add(old)
-        return True
+            raise _NeedsFullListing
+        return relist
 
     async def _walk(
         self,
@@ -269,6 +221,12 @@ class DriveTree:
         state.folders.update(roots)
         seen = set(roots)
         frontier = list(roots.items())
+
+        def enter(folder_id: str, path: str) -> None:
+            seen.add(folder_id)
+            state.folders[folder_id] = path
+            frontier.append((folder_id, path))
+
         while frontier:
             batch, frontier = dict(frontier[:PARENT_BATCH]), frontier[PARENT_BATCH:]
             async for item in self._children(batch):
@@ -281,22 +239,11 @@ class DriveTree:
                 mime = item.get("mimeType")
                 if mime == FOLDER:
                     if item["id"] not in seen:
-                        seen.add(item["id"])
-                        state.folders[item["id"]] = path
-                        frontier.append((item["id"], path))
+                        enter(item["id"], path)
                 elif mime == SHORTCUT:
-                    details = item.get("shortcutDetails") or {}
-                    target = details.get("targetId")
-                    if not target:
-                        continue
-                    state.shortcuts[item["id"]] = target
-                    if details.get("targetMimeType") == FOLDER:
-                        if target not in seen and target not in state.folders:
-                            seen.add(target)
-                            state.folders[target] = path
-                            frontier.append((target, path))
-                    else:
-                        shortcut_targets.append((item["id"], target, path))
+                    folder = _record_shortcut(item, path, state, shortcut_targets)
+                    if folder is not None and folder not in seen and folder not in state.folders:
+                        enter(folder, path)
                 elif is_document(item):
                     delta.files[item["id"]] = to_source_file(item, path)
         await self._resolve_shortcuts(shortcut_targets, state, delta)
@@ -346,6 +293,121 @@ class DriveTree:
                 continue
             state.targets[target] = path
             delta.files[target] = to_source_file(item, path, shortcut_id=shortcut_id)
+
+
+class _NeedsFullListing(Exception):
+    """The change feed cannot be folded onto the tree; only a full listing is correct."""
+
+
+def _fold_removed(
+    changes: dict[str, dict[str, Any]],
+    state: TreeState,
+    delta: TreeDelta,
+    target_folders: set[str],
+) -> dict[str, dict[str, Any]]:
+    """Delete removed files and shortcuts; returns the changed folders, still to be placed.
+
+    A removed folder of the tree (or the target folder of a removed shortcut) takes its
+    descendants with it, which the feed does not list: that needs a full listing.
+    """
+    pending: dict[str, dict[str, Any]] = {}
+    for file_id, change in changes.items():
+        item = change.get("file") or {}
+        if change.get("removed"):
+            if file_id in state.folders:
+                raise _NeedsFullListing
+            target = state.shortcuts.pop(file_id, None)
+            if target in target_folders:
+                raise _NeedsFullListing
+            if target is not None:
+                state.targets.pop(target, None)
+                delta.deleted.add(target)
+            state.targets.pop(file_id, None)
+            delta.deleted.add(file_id)
+        elif item.get("mimeType") == FOLDER:
+            pending[file_id] = item
+    return pending
+
+
+def _fold_files(
+    changes: dict[str, dict[str, Any]],
+    state: TreeState,
+    delta: TreeDelta,
+    relist: dict[str, str],
+    target_folders: set[str],
+) -> list[tuple[str, str, str]]:
+    """Upsert or delete each changed file and shortcut, once the folders have their paths.
+
+    Returns the file shortcuts whose targets still have to be fetched; a shortcut to a
+    folder is added to ``relist``.
+    """
+    shortcut_targets: list[tuple[str, str, str]] = []
+    for file_id, change in changes.items():
+        item = change.get("file") or {}
+        if change.get("removed") or item.get("mimeType") == FOLDER:
+            continue
+        parent_path = None if item.get("trashed") else state.parent_path(item)
+        if item.get("mimeType") == SHORTCUT:
+            if not _fold_shortcut(
+                item, parent_path, state, relist, shortcut_targets, delta, target_folders
+            ):
+                raise _NeedsFullListing
+        elif parent_path is not None and is_document(item):
+            delta.files[file_id] = to_source_file(item, join_path(parent_path, item["name"]))
+        elif file_id in state.targets and not item.get("trashed"):
+            delta.files[file_id] = to_source_file(item, state.targets[file_id])
+        else:
+            state.targets.pop(file_id, None)
+            delta.deleted.add(file_id)
+    return shortcut_targets
+
+
+def _fold_shortcut(
+    item: dict[str, Any],
+    parent_path: str | None,
+    state: TreeState,
+    relist: dict[str, str],
+    shortcut_targets: list[tuple[str, str, str]],
+    delta: TreeDelta,
+    target_folders: set[str],
+) -> bool:
+    """A changed shortcut: recorded when inside the tree, else forgotten with its target.
+
+    False when it pointed at a folder of the tree (its subtree is gone: full listing).
+    """
+    details = item.get("shortcutDetails") or {}
+    if parent_path is not None and details.get("targetId"):
+        path = join_path(parent_path, item["name"])
+        folder = _record_shortcut(item, path, state, shortcut_targets)
+        if folder is not None and folder not in state.folders:
+            state.folders[folder] = relist[folder] = path
+        return True
+    old = state.shortcuts.pop(item["id"], None)
+    if old in target_folders:
+        return False
+    if old is not None:
+        state.targets.pop(old, None)
+        delta.deleted.add(old)
+    return True
+
+
+def _record_shortcut(
+    item: dict[str, Any], path: str, state: TreeState, shortcut_targets: list[tuple[str, str, str]]
+) -> str | None:
+    """Remember a shortcut found at ``path``; returns its target when that is a folder.
+
+    A file target is queued in ``shortcut_targets`` (fetched by ``_resolve_shortcuts``);
+    a shortcut without a target is ignored.
+    """
+    details = item.get("shortcutDetails") or {}
+    target = details.get("targetId")
+    if not target:
+        return None
+    state.shortcuts[item["id"]] = target
+    if details.get("targetMimeType") == FOLDER:
+        return str(target)
+    shortcut_targets.append((item["id"], target, path))
+    return None
 
 
 async def _get_root(api: DriveApi, folder_id: str) -> dict[str, Any]:
