@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from .errors import EmbeddingModelMismatch
 from .migrate import ADVISORY_LOCK_KEY
@@ -275,68 +276,14 @@ class KnowledgeStore:
         """
         doc_id = doc.id
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                """
-                INSERT INTO document_metadata (id, pipeline_id, source_id, title, url, path,
-                    mime_type, version, content_hash, schema, metadata)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11::jsonb)
-                ON CONFLICT (id) DO UPDATE SET
-                    title = EXCLUDED.title, url = EXCLUDED.url, path = EXCLUDED.path,
-                    mime_type = EXCLUDED.mime_type, version = EXCLUDED.version,
-                    content_hash = EXCLUDED.content_hash, schema = EXCLUDED.schema,
-                    metadata = EXCLUDED.metadata, updated_at = now()
-                """,
-                doc_id,
-                doc.pipeline_id,
-                doc.source_id,
-                doc.title,
-                doc.url,
-                doc.path,
-                doc.mime_type,
-                doc.version,
-                doc.content_hash,
-                None
-                if doc.schema is None
-                else json.dumps({k: list(v) for k, v in doc.schema.items()}),
-                json.dumps(dict(doc.metadata)),
-            )
+            await _upsert_metadata(conn, doc)
             if not fresh:
                 await conn.execute("DELETE FROM documents WHERE document_id = $1", doc_id)
                 await conn.execute("DELETE FROM document_rows WHERE dataset_id = $1", doc_id)
             if doc.chunks:
-                await conn.copy_records_to_table(
-                    "documents",
-                    columns=[
-                        "document_id",
-                        "pipeline_id",
-                        "chunk_index",
-                        "content",
-                        "content_hash",
-                        "metadata",
-                        "embedding",
-                    ],
-                    records=[
-                        (
-                            doc_id,
-                            doc.pipeline_id,
-                            i,
-                            c.content,
-                            c.content_hash,
-                            json.dumps(dict(c.metadata)),
-                            c.embedding,
-                        )
-                        for i, c in enumerate(doc.chunks)
-                    ],
-                )
+                await _copy_chunks(conn, doc)
             if doc.rows:
-                await conn.copy_records_to_table(
-                    "document_rows",
-                    columns=["dataset_id", "sheet", "row_number", "row_data"],
-                    records=[
-                        (doc_id, r.sheet, r.row_number, json.dumps(dict(r.data), default=str))
-                        for r in doc.rows
-                    ],
-                )
+                await _copy_rows(conn, doc)
 
     async def update_version(
         self,
@@ -506,3 +453,79 @@ class KnowledgeStore:
 
 
 __all__ = ["KnowledgeStore", "document_id"]
+
+
+# --- replace_document's statements, run inside its transaction -----------------------------
+
+_UPSERT_METADATA_SQL = """
+INSERT INTO document_metadata (id, pipeline_id, source_id, title, url, path,
+    mime_type, version, content_hash, schema, metadata)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11::jsonb)
+ON CONFLICT (id) DO UPDATE SET
+    title = EXCLUDED.title, url = EXCLUDED.url, path = EXCLUDED.path,
+    mime_type = EXCLUDED.mime_type, version = EXCLUDED.version,
+    content_hash = EXCLUDED.content_hash, schema = EXCLUDED.schema,
+    metadata = EXCLUDED.metadata, updated_at = now()
+"""
+_CHUNK_COLUMNS = [
+    "document_id",
+    "pipeline_id",
+    "chunk_index",
+    "content",
+    "content_hash",
+    "metadata",
+    "embedding",
+]
+_ROW_COLUMNS = ["dataset_id", "sheet", "row_number", "row_data"]
+
+
+async def _upsert_metadata(conn: PoolConnectionProxy[Any], doc: DocumentWrite) -> None:
+    """The ``document_metadata`` row: inserted, or updated in place (same id)."""
+    schema = None if doc.schema is None else {k: list(v) for k, v in doc.schema.items()}
+    await conn.execute(
+        _UPSERT_METADATA_SQL,
+        doc.id,
+        doc.pipeline_id,
+        doc.source_id,
+        doc.title,
+        doc.url,
+        doc.path,
+        doc.mime_type,
+        doc.version,
+        doc.content_hash,
+        None if schema is None else json.dumps(schema),
+        json.dumps(dict(doc.metadata)),
+    )
+
+
+async def _copy_chunks(conn: PoolConnectionProxy[Any], doc: DocumentWrite) -> None:
+    """Every chunk of ``doc`` with its vector, numbered from 0, in one COPY."""
+    doc_id = doc.id
+    await conn.copy_records_to_table(
+        "documents",
+        columns=_CHUNK_COLUMNS,
+        records=[
+            (
+                doc_id,
+                doc.pipeline_id,
+                i,
+                c.content,
+                c.content_hash,
+                json.dumps(dict(c.metadata)),
+                c.embedding,
+            )
+            for i, c in enumerate(doc.chunks)
+        ],
+    )
+
+
+async def _copy_rows(conn: PoolConnectionProxy[Any], doc: DocumentWrite) -> None:
+    """The tabular rows of ``doc`` (spreadsheets, CSV) in one COPY."""
+    doc_id = doc.id
+    await conn.copy_records_to_table(
+        "document_rows",
+        columns=_ROW_COLUMNS,
+        records=[
+            (doc_id, r.sheet, r.row_number, json.dumps(dict(r.data), default=str)) for r in doc.rows
+        ],
+    )
