@@ -28,6 +28,13 @@ DeletionPolicy = Literal["Delete", "Retain"]
 
 PIPELINE_TYPES: dict[str, str] = {"local": "local", "googleDrive": "google_drive"}
 VOLUME_SOURCES = ("persistentVolumeClaim", "nfs", "hostPath", "configMap")
+_VOLUME_REQUIRED: dict[str, tuple[str, ...]] = {
+    "persistentVolumeClaim": ("claimName",),
+    "nfs": ("path", "server"),
+    "hostPath": ("path",),
+    "configMap": ("name",),
+}
+"""The string fields each volume source needs, checked in this order."""
 KNOWN_SPEC_FIELDS = frozenset(
     {
         "type",
@@ -157,6 +164,12 @@ def _secret_ref(raw: Any, where: str) -> SecretRef:
 def _local(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
         raise InvalidSpec("spec.local is required when spec.type is local", reason="InvalidSource")
+    path, sub_path = _local_paths(raw)
+    return {"local_path": path, "local_sub_path": sub_path, "local_volume": _local_volume(raw)}
+
+
+def _local_paths(raw: Mapping[str, Any]) -> tuple[str, str | None]:
+    """``spec.local.path`` (absolute, no system directory) and the optional relative subPath."""
     path = raw.get("path", "/data")
     if not isinstance(path, str) or not path.startswith("/") or ".." in path.split("/"):
         raise InvalidSpec(f"spec.local.path {path!r} must be an absolute path")
@@ -168,6 +181,11 @@ def _local(raw: Any) -> dict[str, Any]:
         not isinstance(sub_path, str) or sub_path.startswith("/") or ".." in sub_path.split("/")
     ):
         raise InvalidSpec(f"spec.local.subPath {sub_path!r} must be a relative path")
+    return path, sub_path
+
+
+def _local_volume(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """``spec.local.volume``: exactly one supported source, with the fields it needs."""
     volume = raw.get("volume")
     if not isinstance(volume, Mapping) or len(volume) != 1:
         raise InvalidSpec(
@@ -177,15 +195,10 @@ def _local(raw: Any) -> dict[str, Any]:
     [(kind, source)] = volume.items()
     if kind not in VOLUME_SOURCES or not isinstance(source, Mapping):
         raise InvalidSpec(f"spec.local.volume.{kind} is not a supported volume source")
-    if kind == "persistentVolumeClaim" and not isinstance(source.get("claimName"), str):
-        raise InvalidSpec("spec.local.volume.persistentVolumeClaim.claimName is required")
-    if kind in {"nfs", "hostPath"} and not isinstance(source.get("path"), str):
-        raise InvalidSpec(f"spec.local.volume.{kind}.path is required")
-    if kind == "nfs" and not isinstance(source.get("server"), str):
-        raise InvalidSpec("spec.local.volume.nfs.server is required")
-    if kind == "configMap" and not isinstance(source.get("name"), str):
-        raise InvalidSpec("spec.local.volume.configMap.name is required")
-    return {"local_path": path, "local_sub_path": sub_path, "local_volume": dict(volume)}
+    for required in _VOLUME_REQUIRED[kind]:
+        if not isinstance(source.get(required), str):
+            raise InvalidSpec(f"spec.local.volume.{kind}.{required} is required")
+    return dict(volume)
 
 
 def _google_drive(raw: Any) -> dict[str, Any]:
