@@ -81,12 +81,19 @@ class RunOutcome:
                 for key in ("files_added", "files_updated", "files_deleted", "files_failed")
             ]
             return f"job {self.job_name}: " + ", ".join(parts)
-        detail = ""
-        errors = stats.get("errors")
-        if isinstance(errors, list) and errors and isinstance(errors[0], Mapping):
-            detail = str(errors[0].get("error", ""))
-        detail = detail or self.message
+        detail = _failure_detail(stats) or self.message
         return _clip(f"job {self.job_name} exited with {self.exit_code}: {detail}".rstrip(": "))
+
+
+def _failure_detail(stats: Mapping[str, Any]) -> str:
+    """Why a run failed, from its stats: the job's ``error`` line, else the first file error."""
+    error = stats.get("error")
+    if isinstance(error, str) and error:
+        return error
+    errors = stats.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], Mapping):
+        return str(errors[0].get("error", ""))
+    return ""
 
 
 def parse_stats(message: str | None) -> dict[str, Any] | None:
