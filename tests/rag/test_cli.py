@@ -133,6 +133,52 @@ async def test_single_run_prints_stats_and_writes_termination_log(
     assert code == 0 and again["chunks_embedded"] == 0 and again["files_unchanged"] == 14
 
 
+async def test_many_failed_files_still_leave_a_termination_log_that_parses(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Kubernetes keeps 4096 bytes: the message is cut to whole JSON, counts intact."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(120):
+        name = f"broken-{i:03d}-" + "é" * 60 + ".pdf"  # long, non-ASCII names: bytes count
+        (docs / name).write_bytes(b"%PDF-1.7 garbage")
+    (docs / "fine.md").write_text("# Fine\n\nThis one parses.\n")
+    env = job_env(
+        database_url, tmp_path, RAG_PIPELINE_ID="ns/many-bad", RAG_WATCH_DIRECTORY=str(docs)
+    )
+    code, stats, stderr = run_job(env)
+    assert code == 0, stderr
+    assert (stats["files_failed"], stats["files_added"], len(stats["errors"])) == (120, 1, 120)
+    raw = (tmp_path / "termination-log").read_bytes()
+    assert len(raw) <= 4000
+    message = json.loads(raw)
+    assert message["errors_truncated"] is True
+    assert 0 < len(message["errors"]) < 120
+    originals = {e["file"]: e["error"] for e in stats["errors"]}
+    for kept in message["errors"]:  # the first errors, each message at most cut short
+        assert originals[kept["file"]].startswith(kept["error"]) and kept["error"]
+    counts = {k: v for k, v in stats.items() if k.startswith(("files_", "chunks_"))}
+    assert {k: message[k] for k in counts} == counts
+    assert message["status"] == "partial"
+
+
+def test_termination_message_of_small_stats_is_the_stats_line() -> None:
+    from ragkeeper_rag.cli import termination_message
+
+    stats = {"pipeline_id": "a/b", "status": "success", "errors": [], "files_seen": 3}
+    assert json.loads(termination_message(stats)) == stats
+
+
+def test_termination_message_cuts_a_huge_single_error() -> None:
+    from ragkeeper_rag.cli import TERMINATION_MESSAGE_BYTES, termination_message
+
+    stats = {"pipeline_id": "a/b", "status": "failed", "error": "x" * 10_000, "errors": []}
+    message = termination_message(stats)
+    assert len(message.encode()) <= TERMINATION_MESSAGE_BYTES
+    parsed = json.loads(message)
+    assert parsed["error"] == "x" * 200 and parsed["errors_truncated"] is True
+
+
 async def test_flags_override_env(database_url: str, tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x.md").write_text("# A\n\nalpha")

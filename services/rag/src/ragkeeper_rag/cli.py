@@ -71,16 +71,45 @@ def emit(stats: dict[str, Any], termination_log: Path, *, explicit: bool = False
     path is written only when it already exists (never created on a workstation);
     a path set explicitly through ``RAG_TERMINATION_LOG`` is always written.
     """
-    line = json.dumps(stats, default=str, separators=(",", ":"))
+    line = _compact(stats)
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
     with contextlib.suppress(OSError):
         if explicit or termination_log.exists():
-            # Kubernetes keeps at most 4096 bytes of the message; trim the error list first.
-            if len(line) > 4000:
-                trimmed = dict(stats, errors=stats.get("errors", [])[:10], errors_truncated=True)
-                line = json.dumps(trimmed, default=str, separators=(",", ":"))[:4000]
-            termination_log.write_text(line, encoding="utf-8")
+            termination_log.write_text(termination_message(stats), encoding="utf-8")
+
+
+# Kubernetes keeps at most 4096 bytes of a termination message; stay under it.
+TERMINATION_MESSAGE_BYTES = 4000
+_TRIMMED_ERROR_CHARS = 200
+
+
+def _compact(stats: dict[str, Any]) -> str:
+    return json.dumps(stats, default=str, separators=(",", ":"))
+
+
+def termination_message(stats: dict[str, Any]) -> str:
+    """The stats as JSON that always parses and fits the termination message.
+
+    Counts are never dropped: when the whole object is too large, error messages are cut to
+    200 characters and errors are dropped from the end (``errors_truncated`` says so), then
+    the single-line ``error`` is cut too.
+    """
+    line = _compact(stats)
+    if len(line.encode()) <= TERMINATION_MESSAGE_BYTES:
+        return line
+    errors = [
+        {k: str(v)[:_TRIMMED_ERROR_CHARS] for k, v in e.items()} for e in stats.get("errors", [])
+    ]
+    trimmed = dict(stats, errors_truncated=True)
+    if isinstance(trimmed.get("error"), str):
+        trimmed["error"] = trimmed["error"][:_TRIMMED_ERROR_CHARS]
+    while True:
+        trimmed["errors"] = errors
+        line = _compact(trimmed)
+        if len(line.encode()) <= TERMINATION_MESSAGE_BYTES or not errors:
+            return line
+        errors = errors[: len(errors) // 2]
 
 
 async def run(settings: RagSettings, stop: asyncio.Event) -> RunStats:
