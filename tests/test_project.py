@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -77,3 +78,24 @@ def test_one_version_for_the_four_packages_the_chart_and_the_agent() -> None:
     import ragkeeper_agent
 
     assert ragkeeper_agent.__version__ == version
+
+
+MAX_FUNCTION_LINES = 60
+SOURCES = [path / "src" for path in PACKAGES.values()]
+
+
+def _long_functions(root: Path) -> list[str]:
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({length})")
+    return found
+
+
+def test_no_function_in_the_packages_is_longer_than_a_reader_can_hold() -> None:
+    """Ruff caps complexity and statements; this caps length (docstring included)."""
+    too_long = [entry for root in SOURCES for entry in _long_functions(root)]
+    assert too_long == [], f"split these (over {MAX_FUNCTION_LINES} lines): {too_long}"
