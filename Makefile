@@ -26,8 +26,8 @@ ingest: ## Local stack without the server: (re-)ingest examples/docs and print t
 	$(UV) run --frozen python scripts/local_stack.py --no-serve
 
 .PHONY: test
-test: setup ## Run the whole test suite (real Postgres, kopf, helm, chromium; no cluster needed)
-	$(UV) run --frozen pytest -m "not e2e" $(PYTEST_ARGS)
+test: setup ## Run the whole test suite with coverage (real Postgres, kopf, helm, chromium; no cluster needed)
+	$(UV) run --frozen pytest -m "not e2e" --cov --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
 
 .PHONY: e2e
 e2e: ## Run the operator scenarios against the cluster KUBECONFIG points at
@@ -36,7 +36,7 @@ e2e: ## Run the operator scenarios against the cluster KUBECONFIG points at
 	$(UV) run --frozen pytest -m e2e tests/e2e $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: ## ruff, ruff format --check, mypy --strict on the packages, import-linter, yamllint, hadolint, workflows
+lint: ## ruff, ruff format --check, mypy --strict on the packages, import-linter, yamllint, hadolint, workflows, eslint
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy services/knowledge/src services/rag/src services/agent/src operator/src
