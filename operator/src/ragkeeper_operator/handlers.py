@@ -47,7 +47,7 @@ def _runtime(memo: Any) -> Runtime:
 
 
 def configure_kopf(settings: OperatorSettings) -> kopf.OperatorSettings:
-    """kopf settings: our own annotation prefix and finalizer, events, watch timeouts."""
+    """kopf settings: annotation prefix, finalizer, events, watch timeouts, scanning by mode."""
     config = kopf.OperatorSettings()
     config.persistence.finalizer = FINALIZER
     config.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
@@ -65,6 +65,10 @@ def configure_kopf(settings: OperatorSettings) -> kopf.OperatorSettings:
     # Watch only the Pods, Jobs and CronJobs we made (server-side label selectors).
     for resource in (("v1", "pods"), ("batch", "v1", "cronjobs")):
         config.watching.label_selectors[resource] = builders.MANAGED_SELECTOR
+    # With WATCH_NAMESPACES the operator holds only a Role in each listed namespace: kopf then
+    # serves exactly those namespaces and makes no cluster-scoped call (it would list/watch
+    # Namespaces and CRDs, get 403 and log warnings). Cluster-wide, kopf follows CRD changes.
+    config.scanning.disabled = not settings.clusterwide
     if settings.peering_name:
         config.peering.name = settings.peering_name
         config.peering.mandatory = True
