@@ -7,6 +7,7 @@ Real helm (v4) renders; every object is validated against the official Kubernete
 from __future__ import annotations
 
 import re
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
@@ -194,7 +195,8 @@ def test_cluster_wide_operator_gets_one_cluster_role(
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"][0]["namespace"] == NAMESPACE
     resources = {r for rule in role["rules"] for r in rule["resources"]}
-    assert {"customresourcedefinitions", "namespaces", "datasources", "cronjobs"} <= resources
+    assert {"customresourcedefinitions", "datasources", "cronjobs"} <= resources
+    assert "namespaces" not in resources, "cluster-wide, kopf does not observe namespaces"
 
 
 def test_namespaced_operator_gets_roles_only_in_watched_namespaces(
@@ -230,8 +232,11 @@ def test_every_rbac_rule_names_who_needs_it() -> None:
     rule_lines = [i for i, line in enumerate(lines) if line.strip().startswith("- apiGroups:")]
     assert len(rule_lines) >= 8
     for index in rule_lines:
-        above = lines[index - 1].strip()
-        assert re.match(r"# (kopf framework|ragkeeper operator)\b", above), lines[index]
+        # The comment block right above the rule: who needs it first, then any "# needed:" lines.
+        block = list(takewhile(lambda line: line.strip().startswith("#"), reversed(lines[:index])))
+        assert block, lines[index]
+        who = block[-1].strip()
+        assert re.match(r"# (kopf framework|ragkeeper operator)\b", who), lines[index]
 
 
 def test_migration_runs_before_install_with_an_external_database(
