@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from ragkeeper_operator.reconcile import Runtime
 from ragkeeper_operator.settings import OperatorSettings
 from tests.operator.harness import Cluster, cluster, running_operator
+from tests.operator.rbac import assert_allowed, mode_of, operator_calls
 
 NAMESPACE = "docs"
 
@@ -41,7 +43,19 @@ async def k8s(tmp_path: Path) -> AsyncIterator[Cluster]:
         yield api
 
 
+@asynccontextmanager
+async def operator_within_rbac(k8s: Cluster, settings: OperatorSettings) -> AsyncIterator[Runtime]:
+    """The operator running; once it stops, every call it made must be one the chart allows.
+
+    The chart's RBAC is rendered in the mode ``settings.watch_namespaces`` selects; a call
+    those rules do not allow fails the block, naming the call and the rules.
+    """
+    async with running_operator(settings) as runtime:
+        yield runtime
+    assert_allowed(operator_calls(k8s.api), mode_of(settings.watch_namespaces))
+
+
 @pytest.fixture
 async def operator(k8s: Cluster) -> AsyncIterator[Runtime]:
-    async with running_operator(fast_settings(k8s.kubeconfig)) as runtime:
+    async with operator_within_rbac(k8s, fast_settings(k8s.kubeconfig)) as runtime:
         yield runtime

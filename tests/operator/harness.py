@@ -38,6 +38,9 @@ from ragkeeper_operator.settings import OperatorSettings
 DS = "ragkeeper.dev/v1alpha1/datasources"
 DS_PATH = "/apis/ragkeeper.dev/v1alpha1/namespaces/{ns}/datasources"
 MERGE = {"Content-Type": "application/merge-patch+json"}
+# The kubeconfig's bearer token: every request carrying it came from the operator (kopf or
+# its own client); the tests playing the user and the controllers send no token.
+OPERATOR_TOKEN = "emulator-token"
 
 
 def _now() -> str:
@@ -121,6 +124,16 @@ class ApiServer(kmock.KubernetesEmulator):
         # kmock 0.8 cannot parse /api/v1/namespaces (it reads "namespaces" as the namespace
         # prefix), which kopf lists and watches when WATCH_NAMESPACES is set: serve it here.
         if raw_request.path == "/api/v1/namespaces":
+            # Logged like every other request, so the RBAC check sees it.
+            self._requests.append(
+                kmock.Request(
+                    id=len(self._requests),
+                    method=raw_request.method,
+                    url=raw_request.url,
+                    params=dict(raw_request.query),
+                    headers=dict(raw_request.headers),
+                )
+            )
             return await self._serve_namespaces(raw_request)
         return await super().__call__(raw_request)
 
@@ -330,7 +343,7 @@ async def cluster(tmp: Path) -> AsyncIterator[Cluster]:
                     "apiVersion": "v1",
                     "kind": "Config",
                     "clusters": [{"name": "emulator", "cluster": {"server": url}}],
-                    "users": [{"name": "tester", "user": {"token": "emulator-token"}}],
+                    "users": [{"name": "tester", "user": {"token": OPERATOR_TOKEN}}],
                     "contexts": [
                         {"name": "emulator", "context": {"cluster": "emulator", "user": "tester"}}
                     ],

@@ -427,8 +427,7 @@ async def test_cronjob_schedule_is_mirrored_and_deleted_cronjob_recreated(
 
 
 async def test_only_watched_namespaces_are_served(k8s: Cluster) -> None:
-    from tests.operator.conftest import fast_settings
-    from tests.operator.harness import running_operator
+    from tests.operator.conftest import fast_settings, operator_within_rbac
 
     k8s.api.namespaces = (NAMESPACE, "elsewhere")
     await prepare(k8s)
@@ -438,7 +437,7 @@ async def test_only_watched_namespaces_are_served(k8s: Cluster) -> None:
     other["metadata"]["namespace"] = "elsewhere"
 
     settings = fast_settings(k8s.kubeconfig, watch_namespaces=(NAMESPACE,))
-    async with running_operator(settings):
+    async with operator_within_rbac(k8s, settings):
         await k8s.create_datasource(other)
         await k8s.create_datasource(local_datasource())
         await eventually(ready(k8s, "team-docs"))
