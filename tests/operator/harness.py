@@ -122,7 +122,8 @@ class ApiServer(kmock.KubernetesEmulator):
 
     async def __call__(self, raw_request: Any) -> Any:
         # kmock 0.8 cannot parse /api/v1/namespaces (it reads "namespaces" as the namespace
-        # prefix), which kopf lists and watches when WATCH_NAMESPACES is set: serve it here.
+        # prefix), which kopf lists and watches when it scans namespaces (WATCH_NAMESPACES set
+        # and scanning on; the operator turns scanning off then): serve it here.
         if raw_request.path == "/api/v1/namespaces":
             # Logged like every other request, so the RBAC check sees it.
             self._requests.append(
