@@ -27,7 +27,7 @@ ingest: ## Local stack without the server: (re-)ingest examples/docs and print t
 
 .PHONY: test
 test: setup ## Run the whole test suite with coverage (real Postgres, kopf, helm, chromium; no cluster needed)
-	$(UV) run --frozen pytest -m "not e2e" --cov --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
+	$(UV) run --frozen pytest -m "not e2e and not images" --cov --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
 
 .PHONY: e2e
 e2e: ## Run the operator scenarios against the cluster KUBECONFIG points at
