@@ -29,6 +29,10 @@ ingest: ## Local stack without the server: (re-)ingest examples/docs and print t
 test: setup ## Run the whole test suite with coverage (real Postgres, kopf, helm, chromium; no cluster needed)
 	$(UV) run --frozen pytest -m "not e2e and not images" --cov --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
 
+.PHONY: test-images
+test-images: setup images-local ## Build the images (podman, cached local bases) and run them as the chart's pods
+	$(UV) run --frozen pytest -m images tests/images_tier $(PYTEST_ARGS)
+
 .PHONY: e2e
 e2e: ## Run the operator scenarios against the cluster KUBECONFIG points at
 	@if [ -z "$$KUBECONFIG" ] && [ ! -f "$$HOME/.kube/config" ]; then \
@@ -59,8 +63,13 @@ manifests: ## Regenerate manifests/ from the chart (a test fails on drift)
 	@if [ -f scripts/render-manifests.sh ]; then bash scripts/render-manifests.sh; else echo "no chart yet"; fi
 
 .PHONY: images
-images: ## Build the agent, rag and operator images with docker buildx (needs a Docker engine)
-	@if [ -f scripts/build-images.sh ]; then bash scripts/build-images.sh; else echo "no Dockerfiles yet"; fi
+images: ## Build the agent, rag and operator images: docker buildx if an engine answers, else podman
+	bash scripts/build-images.sh
+
+.PHONY: images-local
+images-local: ## Same with podman, FROM base images built here (debootstrap, PyPI's uv): no registry
+	bash scripts/install-tools.sh images
+	LOCAL_BASE=1 bash scripts/build-images.sh
 
 .PHONY: clean
 clean: ## Remove caches and the local stack's data directory

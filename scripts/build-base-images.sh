@@ -17,7 +17,7 @@
 #
 # An image that already exists in podman's store is kept (a second run does nothing);
 # --force rebuilds both. debootstrap's downloaded .debs are kept in .cache/images/debs/
-# (gitignored), so a forced rebuild downloads only what changed.
+# (gitignored; IMAGES_CACHE_DIR moves it), so a forced rebuild downloads only what changed.
 #   scripts/build-base-images.sh [--force]
 #   scripts/build-base-images.sh --print-build-args   (what build-images.sh passes to podman)
 #   DEBIAN_MIRROR=http://ftp.de.debian.org/debian scripts/build-base-images.sh
@@ -27,7 +27,7 @@ set -eEuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$ROOT/scripts/containers.conf}"
 export PATH="$PATH:/usr/sbin:/sbin"
-CACHE="$ROOT/.cache/images"
+CACHE="${IMAGES_CACHE_DIR:-$ROOT/.cache/images}"
 
 log() { printf 'build-base-images: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
