@@ -42,6 +42,7 @@ import re
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,6 +199,15 @@ class PodRun:
         if self.entrypoint is not None:
             argv += ["--entrypoint", json.dumps(self.entrypoint)]
         return [*argv, self.image, *self.args]
+
+
+# Container names carry this run's id: two test runs on one machine never touch each
+# other's containers (the runner removes a leftover of the same name before starting).
+RUN_ID = uuid.uuid4().hex[:6]
+
+
+def container_name_for(pod: Pod) -> str:
+    return f"rk-{RUN_ID}-{pod.namespace}-{pod.name}"[:63]
 
 
 def _unsupported(section: str, got: Mapping[str, Any], allowed: set[str]) -> None:
@@ -454,7 +464,7 @@ def translate(
     if container.get("workingDir"):
         options += ["--workdir", container["workingDir"]]
     return PodRun(
-        name=f"{pod.namespace}-{pod.name}"[:63],
+        name=container_name_for(pod),
         image=container["image"],
         options=options,
         entrypoint=list(container["command"]) if container.get("command") else None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -22,10 +23,18 @@ import httpx
 import jwt
 import pytest
 
-from tests.chart.tools import CHART, named, render
+from tests.chart.tools import CHART, ROOT, named, render
 from tests.conftest import create_database
 from tests.images_tier.conftest import CHART_SETS, image
-from tests.images_tier.podrunner import Objects, Pod, PodRun, PodRunner, probe_url, translate
+from tests.images_tier.podrunner import (
+    RUN_ID,
+    Objects,
+    Pod,
+    PodRun,
+    PodRunner,
+    probe_url,
+    translate,
+)
 from tests.support import free_port
 
 pytestmark = pytest.mark.images
@@ -84,7 +93,7 @@ def test_image_runs_as_10001_read_only_with_tmp_only(podman: PodRunner, name: st
     user = podman.run("image", "inspect", "--format", "{{.Config.User}}", image(name)).stdout
     assert user.strip() == f"{UID}:{UID}"
     proc = podman.run(
-        *hardened(f"rk-img-probe-{name}", image(name), "-c", PROBE, entrypoint=["python"])
+        *hardened(f"rk-{RUN_ID}-probe-{name}", image(name), "-c", PROBE, entrypoint=["python"])
     )
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen["uid"] == [str(UID)] * 4, "real, effective, saved and fs uid"
@@ -99,7 +108,7 @@ def rag_run(podman: PodRunner, database_url: str, docs: Path, termination: Path)
     termination.write_text("")
     termination.chmod(0o666)
     argv = hardened(
-        "rk-img-rag",
+        f"rk-{RUN_ID}-rag",
         image("rag"),
         env={
             "RAG_PIPELINE_TYPE": "local",
@@ -117,13 +126,9 @@ def rag_run(podman: PodRunner, database_url: str, docs: Path, termination: Path)
 
 
 @pytest.fixture(scope="module")
-def ingested(podman: PodRunner, database_url: str, tmp_path_factory: Any) -> Iterator[Any]:
-    """examples/docs synced twice by the rag image: (first, second) process results."""
-    import shutil
-
-    from tests.chart.tools import ROOT
-
-    folder = Path("/tmp") / f"rk-img-docs-{int(time.time() * 1000)}"
+def ingested(podman: PodRunner, database_url: str) -> Iterator[Any]:
+    """examples/docs synced twice by the rag image: (first, second) (process, termination log)."""
+    folder = Path("/tmp") / f"rk-{RUN_ID}-docs"
     shutil.copytree(ROOT / "examples" / "docs", folder / "docs")
     for path in [folder, *folder.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)

@@ -15,6 +15,7 @@ from ragkeeper_operator import builders
 from ragkeeper_operator.settings import OperatorSettings
 from ragkeeper_operator.spec import parse_spec
 from tests.images_tier.podrunner import (
+    RUN_ID,
     ContainerConfigError,
     Objects,
     Pod,
@@ -91,7 +92,7 @@ def test_the_operators_job_pod_becomes_a_hardened_podman_run(pod: Pod, tmp_path:
     assert run.env["RUN_MODE"] == "single"
     assert run.termination_policy == "FallbackToLogsOnError"
     argv = run.argv()
-    assert argv[:4] == ["run", "--name", "docs-app-1", "--rm"]
+    assert argv[:4] == ["run", "--name", f"rk-{RUN_ID}-docs-app-1", "--rm"]
     assert argv[-1] == "example/rag:1", "no command/args: the image's ENTRYPOINT runs"
 
 
