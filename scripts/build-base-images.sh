@@ -3,7 +3,7 @@
 # machine that can reach Debian's archive and PyPI but no container registry, with podman.
 #
 #   localhost/ragkeeper-base/python:3.11-bookworm
-#       debootstrap --variant=minbase bookworm, plus Debian's python3.11, ca-certificates,
+#       env -u TMPDIR debootstrap --variant=minbase bookworm, plus Debian's python3.11, ca-certificates,
 #       netbase and tzdata (what python:3.11-slim-bookworm carries), upgraded from
 #       bookworm-updates/-security; /usr/local/bin/python3.11 (and python3, python) link to
 #       /usr/bin/python3.11, since the Dockerfiles point uv at UV_PYTHON=/usr/local/bin/python3.11.
@@ -119,7 +119,7 @@ build_python_base() {
     trap "assert_unmounted '$rootfs' && rm -rf '$rootfs'" EXIT
 
     log "debootstrap --variant=minbase $SUITE from $mirror (python$PY, ca-certificates, netbase, tzdata)"
-    debootstrap --variant=minbase --cache-dir="$CACHE/debs" \
+    env -u TMPDIR debootstrap --variant=minbase --cache-dir="$CACHE/debs" \
         --include="python$PY,ca-certificates,netbase,tzdata" "$SUITE" "$rootfs" "$mirror" \
         >"$CACHE/debootstrap.log" 2>&1 \
         || { tail -20 "$CACHE/debootstrap.log" >&2; die "debootstrap failed (log: $CACHE/debootstrap.log)"; }
@@ -138,11 +138,18 @@ build_python_base() {
     done < <(apt-config dump 2>/dev/null | grep -E '^Acquire::Check-(Valid-Until|Date) ' || true)
     log "apt-get upgrade from $SUITE-updates and $SUITE-security"
     cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
+    # A clean environment inside the chroot (this shell's TMPDIR, say, does not exist there);
+    # proxy settings pass through.
+    local in_root=(chroot "$rootfs" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
+        DEBIAN_FRONTEND=noninteractive)
+    local var
+    for var in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+        [ -z "${!var:-}" ] || in_root+=("$var=${!var}")
+    done
     if ! {
-        chroot "$rootfs" env DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" -q update \
-            && chroot "$rootfs" env DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" -q -y \
-                --no-install-recommends dist-upgrade \
-            && chroot "$rootfs" apt-get clean
+        "${in_root[@]}" apt-get "${apt_opts[@]}" -q update \
+            && "${in_root[@]}" apt-get "${apt_opts[@]}" -q -y --no-install-recommends dist-upgrade \
+            && "${in_root[@]}" apt-get clean
     } >"$CACHE/apt.log" 2>&1; then
         tail -20 "$CACHE/apt.log" >&2
         die "apt-get in the chroot failed (log: $CACHE/apt.log)"
