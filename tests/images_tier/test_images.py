@@ -288,15 +288,7 @@ def agent_spec(
     "values",
     [
         "default",
-        pytest.param(
-            "production",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the agent reads the embedder's dimension at start-up without probing "
-                "it (services.check_embedding_model): an OpenAI-compatible model with no "
-                "EMBEDDING_DIMENSION fails start-up with ConfigurationError",
-            ),
-        ),
+        "production",
     ],
 )
 def test_chart_migration_job_then_agent_deployment_serve(

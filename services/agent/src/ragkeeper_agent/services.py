@@ -16,7 +16,7 @@ import httpx
 from pydantic_ai.models import Model
 
 from ragkeeper_knowledge import KnowledgeStore, create_pool
-from ragkeeper_knowledge.embedding.base import Embedder
+from ragkeeper_knowledge.embedding.base import Embedder, ensure_dimension
 from ragkeeper_knowledge.errors import EmbeddingModelMismatch
 
 from .agent import Deps, build_agent
@@ -71,7 +71,10 @@ class Services:
         docs/architecture.md, invariant 5: one embedding space.
         """
         recorded = await self.store.embedding_model()
-        ours = (self.embedder.model_name, self.embedder.dimension)
+        if recorded is None:  # nothing ingested yet: nothing to disagree with
+            return
+        # An API model configured without EMBEDDING_DIMENSION learns it from one call.
+        ours = (self.embedder.model_name, await ensure_dimension(self.embedder))
         if recorded is not None and recorded != ours:
             raise EmbeddingModelMismatch(
                 f"the knowledge store holds vectors from {recorded[0]!r} (dimension "
