@@ -151,3 +151,36 @@ def test_unknown_model_lists_the_bundled_ones() -> None:
 async def test_empty_input_loads_nothing() -> None:
     fresh = OfflineEmbedder()
     assert await fresh.embed([]) == []
+
+
+def test_default_batch_is_small_and_vectors_do_not_depend_on_it() -> None:
+    """Batch 4 (the default, for memory) gives the vectors batch 32 gave."""
+    from ragkeeper_knowledge.embedding import EmbeddingConfig, create_embedder
+
+    assert "batch_size=4" in repr(create_embedder(EmbeddingConfig(provider="offline")))
+    texts = [" ".join(["the invoice must be approved by finance"] * n) for n in range(1, 40, 3)]
+    small = OfflineEmbedder().embed_sync(texts)
+    large = OfflineEmbedder(batch_size=32).embed_sync(texts)
+    assert np.allclose(small, large, atol=1e-6)
+
+
+def test_memory_returns_after_full_length_batches() -> None:
+    """Activations are freed after each call and do not pile up (docs/performance.md, Memory).
+
+    Before the arena shrinkage and the pinned mmap threshold, batch 32 left ~700 MiB resident
+    after the first call of long texts, and more after later calls.
+    """
+    import psutil  # type: ignore[import-untyped]
+
+    assert offline.pin_mmap_threshold()  # glibc: the threshold is pinned
+    fresh = OfflineEmbedder()
+    fresh.embed_sync(["warm up"])
+    me = psutil.Process()
+    long_texts = [
+        f"section {i}: " + "the backup job is replicated across offices " * 60 for i in range(24)
+    ]
+    before = me.memory_info().rss
+    for _ in range(3):
+        fresh.embed_sync(long_texts)
+    after = me.memory_info().rss
+    assert after - before < 40 * 1024 * 1024, f"{(after - before) >> 20} MiB kept after the calls"

@@ -34,7 +34,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from ragkeeper_knowledge.embedding.base import Embedder
 from ragkeeper_knowledge.embedding.hashing import HashingEmbedder
-from ragkeeper_knowledge.embedding.offline import DEFAULT_OFFLINE_MODEL, OfflineEmbedder
+from ragkeeper_knowledge.embedding.offline import (
+    DEFAULT_OFFLINE_BATCH,
+    DEFAULT_OFFLINE_MODEL,
+    OfflineEmbedder,
+)
 from ragkeeper_knowledge.embedding.openai_compat import OpenAICompatibleEmbedder
 from ragkeeper_knowledge.errors import ConfigurationError
 
@@ -61,7 +65,6 @@ _DEFAULT_MODELS = {
     "offline": DEFAULT_OFFLINE_MODEL,
 }
 _DEFAULT_HTTP_BATCH = 64
-_DEFAULT_OFFLINE_BATCH = 32
 _HASHING_DIMENSION = 384
 
 EMBEDDING_VARIABLES: Mapping[str, str] = MappingProxyType(
@@ -163,7 +166,7 @@ def _offline(config: EmbeddingConfig) -> OfflineEmbedder:
         )
     embedder = OfflineEmbedder(
         config.resolved_model or DEFAULT_OFFLINE_MODEL,
-        batch_size=config.batch_size or _DEFAULT_OFFLINE_BATCH,
+        batch_size=config.batch_size or DEFAULT_OFFLINE_BATCH,
     )
     if config.dimension is not None and config.dimension != embedder.dimension:
         raise ConfigurationError(
