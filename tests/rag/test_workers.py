@@ -160,3 +160,28 @@ async def test_a_few_files_are_extracted_in_a_thread() -> None:
 def test_resolve_workers() -> None:
     assert resolve_workers(3) == 3
     assert resolve_workers(0) == min(available_cpus(), AUTO_MAX_WORKERS)
+
+
+async def test_workers_are_replaced_every_few_files() -> None:
+    """A worker's heap only grows: fresh workers every ``recycle_files`` files, none lost."""
+    import asyncio
+
+    extractor = Extractor(2, size=600, overlap=80, pool_min_files=0, recycle_files=3)
+    extractor.start(10)
+    seen: set[int] = set()
+    running = asyncio.Semaphore(2)  # a few files at a time, like the engine's fetch_concurrency
+
+    async def one(i: int) -> str | None:
+        async with running:
+            extracted, _ = await extractor(f"# Doc {i}\n\ntext {i}".encode(), ".md")
+        seen.update(w.pid for w in extraction_workers())
+        assert len(extraction_workers()) <= 2  # the old workers are gone before new ones start
+        return extracted.title
+
+    try:
+        titles = await asyncio.gather(*(one(i) for i in range(10)))
+        assert titles == [f"Doc {i}" for i in range(10)]
+        assert extractor.pools_started >= 3 and len(seen) > 2
+    finally:
+        await extractor.aclose()
+    assert extraction_workers() == []

@@ -45,6 +45,10 @@ AUTO_MAX_WORKERS = 2
 # importing every parser, ~1 s of CPU) costs more than parallel parsing saves on a few files
 # (bench/ingest.py: the 20-file re-sync took 1.1 s with a pool against 0.15 s without).
 POOL_MIN_FILES = 200
+# Fresh workers after this many files per pool: a long-lived parser process's heap only grows
+# (55-80 MiB RSS per worker at first, 115-125 MiB after ~3,000 files each; bench/memory.py), so the
+# workers are replaced (forked again from the fork server, a few ms) before it adds up.
+RECYCLE_FILES = 500
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 
@@ -114,31 +118,71 @@ class Extractor:
     """
 
     def __init__(
-        self, workers: int, *, size: int, overlap: int, pool_min_files: int = POOL_MIN_FILES
+        self,
+        workers: int,
+        *,
+        size: int,
+        overlap: int,
+        pool_min_files: int = POOL_MIN_FILES,
+        recycle_files: int = RECYCLE_FILES,
     ) -> None:
         self.workers = max(1, workers)
         self._pool_min_files = pool_min_files
+        self._recycle_files = max(1, recycle_files)
         self._size = size
         self._overlap = overlap
         self._pool: ProcessPoolExecutor | None = None
         self._warming: asyncio.Future[None] | None = None
+        self._submitted = 0  # files given to the current pool
+        self._retiring: asyncio.Future[None] | None = None
+        self.pools_started = 0
 
     async def __call__(self, data: bytes, extension: str) -> tuple[Extracted, list[ChunkPiece]]:
         job = functools.partial(extract_and_chunk, data, extension, self._size, self._overlap)
         if self.workers == 1:
             return await asyncio.to_thread(job)
-        for _attempt in range(2):
-            pool = self._running_pool()
+        broken = 0
+        while broken < 2:
+            pool = await self._pool_for_next_file()
             try:
                 # submit() may start a worker (a fork request to the server that blocks until
                 # it answers): do it on a thread so the event loop keeps writing meanwhile.
                 future = await asyncio.to_thread(pool.submit, job)
+            except BrokenProcessPool:  # (a RuntimeError too: caught first)
+                self._discard(pool)
+                broken += 1
+                continue
+            except RuntimeError:  # "cannot schedule new futures after shutdown"
+                if pool is self._pool:
+                    raise
+                continue  # retired (recycled) since it was chosen: the next one takes it
+            try:
                 return await asyncio.wrap_future(future)
             except BrokenProcessPool:
                 self._discard(pool)
+                broken += 1
         raise FileSkipped(
             "extraction killed its worker process twice (a parser crash, or out of memory)"
         )
+
+    async def _pool_for_next_file(self) -> ProcessPoolExecutor:
+        """The running pool, replaced by a fresh one every ``recycle_files`` files.
+
+        The old workers finish the files they hold and exit before new ones start, so the
+        job never runs more than ``workers`` of them; callers meanwhile wait (milliseconds).
+        """
+        if self._submitted >= self._recycle_files and self._pool is not None:
+            old, self._pool = self._pool, None
+            self._submitted = 0
+            self._retiring = asyncio.ensure_future(asyncio.to_thread(old.shutdown, wait=True))
+        if self._retiring is not None:
+            retiring = self._retiring
+            with contextlib.suppress(BrokenProcessPool):
+                await asyncio.shield(retiring)
+            if self._retiring is retiring:
+                self._retiring = None
+        self._submitted += 1
+        return self._running_pool()
 
     def start(self, files: int) -> None:
         """Plan a run of ``files`` extractions: a thread for a few, else boot the workers now.
@@ -168,6 +212,7 @@ class Extractor:
                 initializer=_init_worker,
                 initargs=(logging.getLogger().getEffectiveLevel(), os.getpid()),
             )
+            self.pools_started += 1
         return self._pool
 
     def _discard(self, pool: ProcessPoolExecutor) -> None:
@@ -179,6 +224,10 @@ class Extractor:
 
     async def aclose(self) -> None:
         """Stop the workers; a file still being parsed is abandoned (it was not committed)."""
+        if self._retiring is not None:
+            with contextlib.suppress(Exception):
+                await self._retiring
+            self._retiring = None
         if self._warming is not None:
             with contextlib.suppress(Exception):
                 await self._warming
