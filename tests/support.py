@@ -10,14 +10,21 @@ test's loop lets tests reach into the app (shutdown requests, pacing) without th
 separate process (which cannot be handed a bound socket); the benchmarks use it too.
 
 :func:`vector_index_def` reads the definition of the store's HNSW index (knowledge and rag tests).
+
+:func:`shared_tmp_dir` makes a folder other users can reach: pytest's tmp is root's and 0700, so
+Postgres (run as another user under root), containers' users and a non-root script could not
+even traverse it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -71,3 +78,15 @@ async def vector_index_def(pool: Any) -> str | None:
         "SELECT indexdef FROM pg_indexes WHERE indexname = 'documents_embedding_hnsw'"
     )
     return None if value is None else str(value)
+
+
+@contextmanager
+def shared_tmp_dir(prefix: str) -> Iterator[Path]:
+    """A new 0755 folder ``/tmp/<prefix>-<random>``, removed with its contents afterwards."""
+    path = Path("/tmp") / f"{prefix}-{uuid.uuid4().hex[:8]}"
+    path.mkdir(mode=0o755)
+    path.chmod(0o755)  # whatever the umask
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

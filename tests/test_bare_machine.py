@@ -15,14 +15,13 @@ import shutil
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, shared_tmp_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 PINNED_UV = re.search(
@@ -61,12 +60,10 @@ def _copy_of_the_repository(target: Path) -> None:
 
 @pytest.fixture
 def bare_clone() -> Iterator[Path]:
-    # Not under pytest's 0700 tmp: postgres runs as another user when tests run as root.
-    path = Path("/tmp") / f"rk-bare-{uuid.uuid4().hex[:8]}"
-    _copy_of_the_repository(path)
-    assert not (path / ".tools").exists() and not (path / ".venv").exists()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with shared_tmp_dir("rk-bare") as path:  # postgres runs as another user under root
+        _copy_of_the_repository(path)
+        assert not (path / ".tools").exists() and not (path / ".venv").exists()
+        yield path
 
 
 def _bare_env() -> dict[str, str]:
@@ -123,19 +120,12 @@ def test_make_run_on_a_bare_clone_installs_uv_and_serves_the_chat(bare_clone: Pa
     assert "installing uv" in log.read_text()
 
 
-@pytest.fixture
-def world_readable_dir() -> Iterator[Path]:
-    # pytest's tmp is 0700 and root's: another user could not even reach the script there.
-    path = Path("/tmp") / f"rk-nonroot-{uuid.uuid4().hex[:8]}"
-    path.mkdir(mode=0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+def test_install_tools_without_root_names_the_missing_packages_in_one_line() -> None:
+    with shared_tmp_dir("rk-nonroot") as tmp_path:  # the script must be reachable by uid 65534
+        _install_tools_as_nobody(tmp_path)
 
 
-def test_install_tools_without_root_names_the_missing_packages_in_one_line(
-    world_readable_dir: Path,
-) -> None:
-    tmp_path = world_readable_dir
+def _install_tools_as_nobody(tmp_path: Path) -> None:
     # A PATH with a shell and coreutils only: no chromium, no promtool, no sudo.
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -9,12 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, shared_tmp_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "scripts" / "local_stack.py"
@@ -30,10 +28,8 @@ STACK = ROOT / "scripts" / "local_stack.py"
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    # Not under pytest's 0700 tmp: postgres runs as another user when tests run as root.
-    path = Path("/tmp") / f"rk-stack-{uuid.uuid4().hex[:8]}"
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with shared_tmp_dir("rk-stack") as path:  # postgres runs as another user under root
+        yield path
 
 
 def stack_env() -> dict[str, str]:

@@ -20,7 +20,7 @@ import pytest
 
 from tests.chart.tools import CHART, ROOT
 from tests.images_tier.podrunner import PodRunner
-from tests.support import free_port
+from tests.support import free_port, shared_tmp_dir
 
 CONTAINERS_CONF = ROOT / "scripts" / "containers.conf"
 # The images `make images-local` builds; RAGKEEPER_IMAGE_PREFIX tests others (IMAGE_PREFIX of
@@ -126,16 +126,18 @@ def pg_admin_url(tcp_postgres: TcpPostgres) -> str:
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """A host folder containers may read and write (not under pytest's 0700 tmp)."""
-    path = Path("/tmp") / f"rk-img-{uuid.uuid4().hex[:8]}"
-    path.mkdir(mode=0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with shared_tmp_dir("rk-img") as path:
+        yield path
 
 
 @pytest.fixture
 def docs_copy(shared_dir: Path) -> Path:
     """examples/docs, readable by the containers' user."""
-    target = shared_dir / "docs"
+    return copy_examples(shared_dir / "docs")
+
+
+def copy_examples(target: Path) -> Path:
+    """A copy of examples/docs at ``target`` that the images' user (10001) can read."""
     shutil.copytree(ROOT / "examples" / "docs", target)
     for path in [target, *target.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)

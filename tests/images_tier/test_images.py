@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -23,9 +22,9 @@ import httpx
 import jwt
 import pytest
 
-from tests.chart.tools import CHART, ROOT, named, render
+from tests.chart.tools import CHART, named, render
 from tests.conftest import create_database
-from tests.images_tier.conftest import CHART_SETS, image
+from tests.images_tier.conftest import CHART_SETS, copy_examples, image
 from tests.images_tier.podrunner import (
     RUN_ID,
     Objects,
@@ -35,7 +34,7 @@ from tests.images_tier.podrunner import (
     probe_url,
     translate,
 )
-from tests.support import free_port
+from tests.support import free_port, shared_tmp_dir
 
 pytestmark = pytest.mark.images
 
@@ -128,15 +127,12 @@ def rag_run(podman: PodRunner, database_url: str, docs: Path, termination: Path)
 @pytest.fixture(scope="module")
 def ingested(podman: PodRunner, database_url: str) -> Iterator[Any]:
     """examples/docs synced twice by the rag image: (first, second) (process, termination log)."""
-    folder = Path("/tmp") / f"rk-{RUN_ID}-docs"
-    shutil.copytree(ROOT / "examples" / "docs", folder / "docs")
-    for path in [folder, *folder.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    first_log, second_log = folder / "first.log", folder / "second.log"
-    first = rag_run(podman, database_url, folder / "docs", first_log)
-    second = rag_run(podman, database_url, folder / "docs", second_log)
-    yield (first, first_log.read_text()), (second, second_log.read_text())
-    shutil.rmtree(folder, ignore_errors=True)
+    with shared_tmp_dir("rk-img-docs") as folder:
+        docs = copy_examples(folder / "docs")
+        first_log, second_log = folder / "first.log", folder / "second.log"
+        first = rag_run(podman, database_url, docs, first_log)
+        second = rag_run(podman, database_url, docs, second_log)
+        yield (first, first_log.read_text()), (second, second_log.read_text())
 
 
 def test_rag_image_syncs_a_mounted_folder_then_embeds_nothing(ingested: Any) -> None:
