@@ -18,6 +18,24 @@ from ragkeeper_rag.workers import POOL_MIN_FILES
 from ..conftest import create_database
 from .corpus import write_mixed_corpus
 
+# The stats JSON's keys every run reports (docs/architecture.md, ingestion job contract).
+STATS_KEYS = (
+    "pipeline_id",
+    "pipeline_type",
+    "run_mode",
+    "status",
+    "files_seen",
+    "files_added",
+    "files_updated",
+    "files_deleted",
+    "files_unchanged",
+    "files_failed",
+    "chunks_embedded",
+    "chunks_reused",
+    "errors",
+    "duration",
+)
+
 
 def job_env(database_url: str | None, tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {
@@ -101,22 +119,7 @@ async def test_single_run_prints_stats_and_writes_termination_log(
     )
     code, stats, stderr = run_job(env)
     assert code == 0, stderr
-    for key in (
-        "pipeline_id",
-        "pipeline_type",
-        "run_mode",
-        "status",
-        "files_seen",
-        "files_added",
-        "files_updated",
-        "files_deleted",
-        "files_unchanged",
-        "files_failed",
-        "chunks_embedded",
-        "chunks_reused",
-        "errors",
-        "duration",
-    ):
+    for key in STATS_KEYS:
         assert key in stats
     assert (stats["pipeline_id"], stats["run_mode"], stats["status"]) == (
         "ns/cli",
