@@ -47,7 +47,9 @@ AUTO_MAX_WORKERS = 2
 POOL_MIN_FILES = 200
 # Fresh workers after this many files per pool: a long-lived parser process's heap only grows
 # (55-80 MiB RSS per worker at first, 115-125 MiB after ~3,000 files each; bench/memory.py), so the
-# workers are replaced (forked again from the fork server, a few ms) before it adds up.
+# workers are replaced (forked again from the fork server, a few ms) before it adds up. Not
+# ProcessPoolExecutor(max_tasks_per_child=...): on Python 3.11 to 3.13 before the fix of
+# CPython issue 115634 a pool with a backlog stops replacing exited workers and hangs.
 RECYCLE_FILES = 500
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
