@@ -14,6 +14,7 @@ the file key by key, so the same precedence holds for them as for the rest.
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -152,8 +153,6 @@ class RagSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        import os
-
         return (
             init_settings,
             # EMBEDDING_* as the nested `embedding` dict, merged key by key with the file's table
