@@ -105,6 +105,7 @@ async def test_chat_turn_exports_request_agent_and_tool_spans(
             otel_exporter_otlp_endpoint=base_url + "/",
             otel_exporter_otlp_headers=f"Authorization={AUTH_VALUE.replace(' ', '%20')}",
             otel_service_name="ragkeeper-agent-test",
+            otel_include_content=True,
         ) as server,
         server.client() as c,
     ):
@@ -142,6 +143,36 @@ async def test_chat_turn_exports_request_agent_and_tool_spans(
     assert tools, sorted(by_name)
     assert all(t.trace_id == run.trace_id == http_span.trace_id for t in tools)
     assert "annual leave" in str(attrs(tools[0]).get("gen_ai.tool.call.arguments", ""))
+
+
+def _all_text(received: Received) -> str:
+    """Every string attribute value of every exported span, joined."""
+    return "\n".join(str(value) for _, span in received.spans() for value in attrs(span).values())
+
+
+@pytest.mark.parametrize("include_content", [None, True])
+async def test_prompts_and_passages_stay_out_of_spans_unless_enabled(
+    server_factory: Callable[..., Any],
+    receiver: tuple[str, Received],
+    include_content: bool | None,
+) -> None:
+    base_url, received = receiver
+    content = {} if include_content is None else {"otel_include_content": include_content}
+    async with (
+        server_factory(otel_exporter_otlp_endpoint=base_url, **content) as server,
+        server.client() as c,
+    ):
+        r = await c.post(
+            "/api/pydantic-agent",
+            json={"query": "How is the Berlin kitchen kept clean?", "user_id": "alice"},
+            headers=auth("alice"),
+        )
+        assert r.status_code == 200 and "every Friday" in r.text
+    names = {span.name for _, span in received.spans()}
+    assert "invoke_agent ragkeeper" in names and f"execute_tool {SEARCH_TOOL}" in names
+    text = _all_text(received)
+    for secret in ("Berlin kitchen", "cleaned every Friday"):  # the question, the passage
+        assert (secret in text) is bool(include_content), secret
 
 
 def test_no_endpoint_means_no_exporter(database_url: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
+from pydantic import ValidationError
 
 from ragkeeper_operator import handlers
 from ragkeeper_operator.metrics import OperatorMetrics
@@ -62,7 +63,14 @@ async def run(settings: OperatorSettings, metrics: OperatorMetrics) -> None:
 
 
 def main() -> None:
-    settings = OperatorSettings()
+    try:
+        settings = OperatorSettings()
+    except ValidationError as exc:
+        # Name and message only: pydantic's own text quotes every refused value.
+        for error in exc.errors(include_url=False, include_context=False, include_input=False):
+            where = ".".join(str(part) for part in error["loc"]) or "settings"
+            sys.stderr.write(f"invalid configuration: {where}: {error['msg']}\n")
+        raise SystemExit(2) from None
     setup_logging(settings)
     metrics = OperatorMetrics()
     start_http_server(settings.metrics_port, registry=metrics.registry)

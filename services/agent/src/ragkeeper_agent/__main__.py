@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from .app import create_app, request_shutdown
 from .logs import configure_logging
-from .settings import Settings
+from .settings import Settings, describe_invalid
 
 
 class DrainingServer(uvicorn.Server):
@@ -57,7 +57,7 @@ def main() -> int:
     try:
         settings = Settings()  # type: ignore[call-arg]  # read from the environment
     except ValidationError as exc:
-        sys.stderr.write(f"invalid configuration:\n{exc}\n")
+        sys.stderr.write(f"invalid configuration:\n{describe_invalid(exc)}\n")
         return 2
     configure_logging(settings.log_level, settings.log_format)
     server = build_server(settings, create_app(settings))

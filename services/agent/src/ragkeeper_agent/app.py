@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib.resources import as_file, files
+from wsgiref.simple_server import WSGIServer
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import start_http_server
 from pydantic_ai.models import Model
 
 from ragkeeper_knowledge.embedding.base import Embedder
@@ -27,6 +30,7 @@ from ragkeeper_knowledge.embedding.base import Embedder
 from ._version import __version__
 from .errors import AgentServiceError
 from .llm import build_model
+from .metrics import REGISTRY
 from .middleware import BodySizeLimitMiddleware, ObservabilityMiddleware
 from .routes import chat, conversations, openai_compat, ops, search
 from .services import open_services
@@ -66,7 +70,7 @@ def create_app(
     app.state.draining = draining
     app.state.tracing = tracing
     app.add_exception_handler(AgentServiceError, _service_error)
-    _add_routes(app)
+    _add_routes(app, settings)
     _add_middleware(app, settings, tracing)
     install_web(app, settings)
     return app
@@ -82,7 +86,7 @@ def _lifespan(
     transport: httpx.AsyncBaseTransport | None,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """Startup opens the services (tracing first, so the model is instrumented); shutdown
-    drains and closes them, then flushes the traces."""
+    drains and closes them, then flushes the traces and stops the METRICS_PORT server."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -94,6 +98,7 @@ def _lifespan(
         if tracing is not None:
             tracing.start()
             run_model = tracing.instrument(model or build_model(settings))
+        metrics_server = _start_metrics_server(settings)
         try:
             services = await open_services(
                 settings, draining=draining, embedder=embedder, model=run_model, transport=transport
@@ -108,11 +113,32 @@ def _lifespan(
         finally:
             if tracing is not None:
                 await tracing.shutdown()
+            if metrics_server is not None:
+                await asyncio.to_thread(_stop_metrics_server, metrics_server)
 
     return lifespan
 
 
-def _add_routes(app: FastAPI) -> None:
+MetricsServer = tuple[WSGIServer, threading.Thread]
+
+
+def _start_metrics_server(settings: Settings) -> MetricsServer | None:
+    """``/metrics`` on ``METRICS_PORT`` (HOST's address), in a thread, when the port is set."""
+    if not settings.metrics_port:
+        return None
+    server = start_http_server(settings.metrics_port, addr=settings.host, registry=REGISTRY)
+    logger.info("serving /metrics on port %d", settings.metrics_port)
+    return server
+
+
+def _stop_metrics_server(metrics_server: MetricsServer) -> None:
+    server, thread = metrics_server
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def _add_routes(app: FastAPI, settings: Settings) -> None:
     for router in (
         ops.router,
         chat.router,
@@ -121,6 +147,8 @@ def _add_routes(app: FastAPI) -> None:
         search.router,
     ):
         app.include_router(router)
+    if not settings.metrics_port:
+        app.include_router(ops.metrics_router)
     with as_file(files("ragkeeper_agent") / "static") as static_dir:
         app.mount("/static", StaticFiles(directory=static_dir), name="static")
 

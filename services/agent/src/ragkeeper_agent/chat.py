@@ -28,10 +28,15 @@ from pydantic_ai.exceptions import (
 )
 from pydantic_ai.messages import (
     ModelMessage,
+    ModelRequestPart,
+    ModelResponsePart,
     PartDeltaEvent,
     PartStartEvent,
+    RetryPromptPart,
     TextPart,
     TextPartDelta,
+    ToolCallPart,
+    ToolReturnPart,
     UserContent,
 )
 from pydantic_ai.usage import RunUsage
@@ -39,7 +44,7 @@ from pydantic_ai.usage import RunUsage
 from ragkeeper_knowledge.errors import TransientError
 
 from .agent import Deps, Passage
-from .errors import AgentServiceError, Unavailable, UpstreamError
+from .errors import AgentServiceError, RequestTooLarge, Unavailable, UpstreamError
 from .metrics import AGENT_RUN_DURATION, TOKENS
 
 logger = logging.getLogger(__name__)
@@ -135,6 +140,45 @@ class ChatRunner:
             AGENT_RUN_DURATION.labels(self.model_name, outcome).observe(
                 time.perf_counter() - started
             )
+
+
+def _text_chars(content: object) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, Sequence):  # a prompt's parts: text counts, binaries do not
+        return sum(len(item) for item in content if isinstance(item, str))
+    return 0
+
+
+def _part_chars(part: ModelRequestPart | ModelResponsePart) -> int:
+    if isinstance(part, ToolCallPart):
+        return len(part.args_as_json_str())
+    if isinstance(part, ToolReturnPart):
+        return len(part.model_response_str())
+    if isinstance(part, RetryPromptPart):
+        return len(part.model_response())
+    return _text_chars(getattr(part, "content", None))
+
+
+def prompt_chars(prompt: str | Sequence[UserContent], history: Sequence[ModelMessage]) -> int:
+    """Characters of text one turn sends the model: the prompt and every history message
+    (system prompts, earlier questions and answers, tool calls and their results)."""
+    return _text_chars(prompt) + sum(
+        _part_chars(part) for message in history for part in message.parts
+    )
+
+
+def check_prompt_size(
+    prompt: str | Sequence[UserContent], history: Sequence[ModelMessage], *, limit: int
+) -> None:
+    """Refuse (413) a turn whose whole prompt exceeds ``MAX_PROMPT_CHARS``."""
+    size = prompt_chars(prompt, history)
+    if size > limit:
+        raise RequestTooLarge(
+            f"the prompt is {size} characters with its history and system messages, "
+            f"over the limit of {limit} (MAX_PROMPT_CHARS); shorten the history or start "
+            "a new conversation"
+        )
 
 
 def describe_failure(exc: BaseException) -> AgentServiceError:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -57,6 +57,20 @@ def https_origin(url: str, setting: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def describe_invalid(exc: ValidationError) -> str:
+    """One line per refused setting: its name and pydantic's message, never the value given.
+
+    ``str(exc)`` quotes each ``input_value``, which would print secrets such as
+    AUTH_JWT_SECRET or OTEL_EXPORTER_OTLP_HEADERS to the pod's log.
+    """
+    lines = []
+    for error in exc.errors(include_url=False, include_context=False, include_input=False):
+        loc = [str(part) for part in error["loc"]]
+        where = loc[0].upper() if len(loc) == 1 else ".".join(loc) or "settings"
+        lines.append(f"  {where}: {error['msg']}")
+    return "\n".join(lines)
+
+
 def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
@@ -71,6 +85,8 @@ class Settings(BaseSettings):
     # --- serving
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    """``/metrics`` on its own port (the chart's); 0 serves it on PORT (the local stack)."""
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
@@ -120,6 +136,8 @@ class Settings(BaseSettings):
     """Requests per user per sliding minute on chat and search routes; 0 disables."""
     max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     max_query_chars: int = Field(default=8000, ge=1)
+    max_prompt_chars: int = Field(default=200_000, ge=1)
+    """All text one turn sends the model: history, system messages, question, attachments."""
 
     # --- browser access
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -174,8 +192,15 @@ class Settings(BaseSettings):
             raise ValueError("CORS_ORIGINS='*' cannot be combined with CORS_ALLOW_CREDENTIALS=true")
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError("DB_POOL_MIN_SIZE exceeds DB_POOL_MAX_SIZE")
+        self._check_limits()
         self._check_oidc()
         return self
+
+    def _check_limits(self) -> None:
+        if self.max_prompt_chars < self.max_query_chars:
+            raise ValueError("MAX_PROMPT_CHARS is smaller than MAX_QUERY_CHARS")
+        if self.metrics_port and self.metrics_port == self.port:
+            raise ValueError("METRICS_PORT must differ from PORT (0 serves /metrics on PORT)")
 
     def _check_oidc(self) -> None:
         if bool(self.web_oidc_issuer) != bool(self.web_oidc_client_id):
@@ -225,5 +250,6 @@ class Settings(BaseSettings):
     """``name=value,...`` sent with every export (Langfuse: ``Authorization=Basic%20...``)."""
     otel_service_name: str = Field(default="ragkeeper-agent", min_length=1)
     """``service.name`` of the exported spans."""
-    otel_include_content: bool = True
-    """Record prompts, completions and tool arguments/results in the agent spans."""
+    otel_include_content: bool = False
+    """Record prompts, completions and tool arguments/results in the agent spans (off: they
+    hold users' questions and document passages, which a trace backend must not get by default)."""

@@ -21,7 +21,14 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import StreamingResponse
 from pydantic_ai.messages import BinaryContent, ModelMessage, UserContent
 
-from ..chat import TextDelta, TurnInterrupted, TurnResult, describe_failure, start_turn
+from ..chat import (
+    TextDelta,
+    TurnInterrupted,
+    TurnResult,
+    check_prompt_size,
+    describe_failure,
+    start_turn,
+)
 from ..deps import Acting, PrincipalDep, RateLimit, ServicesDep, acting_user
 from ..errors import NotFound
 from ..history import make_title, new_session_id
@@ -85,10 +92,10 @@ async def pydantic_agent(
         if history is None and await services.conversations.exists(session_id):
             raise NotFound("no such conversation")
     title = make_title(body.query) if history is None else None
+    prompt = build_prompt(body.query, body.files)
+    check_prompt_size(prompt, history or [], limit=services.settings.max_prompt_chars)
 
-    stream = services.runner.stream(
-        build_prompt(body.query, body.files), history=history or [], deps=services.deps()
-    )
+    stream = services.runner.stream(prompt, history=history or [], deps=services.deps())
     first, rest = await start_turn(stream)
     return StreamingResponse(
         _ndjson(services, first, rest, user_id=user_id, session_id=session_id, title=title),

@@ -29,7 +29,14 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.usage import RunUsage
 
-from ..chat import TextDelta, TurnInterrupted, TurnResult, describe_failure, start_turn
+from ..chat import (
+    TextDelta,
+    TurnInterrupted,
+    TurnResult,
+    check_prompt_size,
+    describe_failure,
+    start_turn,
+)
 from ..deps import Acting, PrincipalDep, RateLimit, ServicesDep
 from ..schemas import ChatCompletionRequest, ChatMessage
 
@@ -72,10 +79,13 @@ async def list_models(principal: PrincipalDep) -> dict[str, Any]:
 async def completion_request(
     body: ChatCompletionRequest, principal: PrincipalDep, services: ServicesDep
 ) -> Acting[ChatCompletionRequest]:
-    """The caller (the body's ``user`` only with auth disabled) and a prompt within the limit."""
+    """The caller (the body's ``user`` only with auth disabled) and a prompt within the limits:
+    the last message (422) and all messages together (413)."""
     user_id = principal.user_id if principal.authenticated else body.user or principal.user_id
     if len(body.messages[-1].text()) > services.settings.max_query_chars:
         raise HTTPException(422, f"message exceeds {services.settings.max_query_chars} characters")
+    history, prompt = to_history(body.messages)
+    check_prompt_size(prompt, history, limit=services.settings.max_prompt_chars)
     return Acting(user_id, body)
 
 

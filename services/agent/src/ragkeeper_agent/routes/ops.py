@@ -3,7 +3,9 @@
 ``/healthz`` only says the process serves requests (no dependencies: a database
 outage must not make Kubernetes restart every replica). ``/readyz`` says whether
 this replica should get traffic: database reachable and schema at the head
-migration. ``/metrics`` exposes the service's own registry.
+migration. ``/metrics`` exposes the service's own registry: on this app's port only when
+``METRICS_PORT`` is 0; otherwise ``app.py`` serves it on that port alone (``metrics_router``
+stays off the main app, so an Ingress in front of ``PORT`` cannot publish it).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ..metrics import REGISTRY
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
+metrics_router = APIRouter()
 
 
 @router.get("/healthz", include_in_schema=False)
@@ -54,6 +57,6 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     return JSONResponse({"status": "ready", "revision": revision})
 
 
-@router.get("/metrics", include_in_schema=False)
+@metrics_router.get("/metrics", include_in_schema=False)
 async def metrics() -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
