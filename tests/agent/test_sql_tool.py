@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from ragkeeper_agent.errors import SQLRejected
-from ragkeeper_agent.tabular import ReadOnlySQL, render_rows
+from ragkeeper_agent.tabular import MAX_RESULT_BYTES, ReadOnlySQL, render_rows
 from ragkeeper_knowledge import KnowledgeStore
 
 
@@ -71,9 +71,58 @@ async def test_escape_attempt_fails(
     assert await admin_conn.fetchval("SELECT to_regclass('pwned')") is None
 
 
-async def test_query_runs_as_the_reader_role(sql: ReadOnlySQL) -> None:
+async def _reader(conn: asyncpg.Connection) -> str:
+    """This database's reader role (migration 0003 names it after the database)."""
+    name: str = await conn.fetchval("SELECT ragkeeper_admin.role_name('sqlreader')")
+    return name
+
+
+async def test_query_runs_as_the_reader_role(
+    sql: ReadOnlySQL, admin_conn: asyncpg.Connection
+) -> None:
     rows = await sql.query("SELECT current_user AS cu, current_setting('transaction_read_only') r")
-    assert rows == [{"cu": "ragkeeper_sql_reader", "r": "on"}]
+    db = await admin_conn.fetchval("SELECT current_database()")
+    assert rows == [{"cu": f"{db}_sqlreader", "r": "on"}]
+    assert rows[0]["cu"] == await _reader(admin_conn)
+
+
+async def test_a_huge_value_never_reaches_the_agent(
+    pool: asyncpg.Pool, seeded: KnowledgeStore
+) -> None:
+    """The byte cap is enforced inside the function: 60 MB are refused, not sent and cut."""
+    sql = ReadOnlySQL(pool, timeout_ms=3000, max_rows=200)  # the agent's default settings
+    with pytest.raises(SQLRejected, match="result too large") as caught:
+        await sql.query("SELECT repeat('x', 60000000) AS big")
+    assert str(MAX_RESULT_BYTES) in str(caught.value)
+
+
+async def test_the_byte_cap_counts_every_row(pool: asyncpg.Pool, seeded: KnowledgeStore) -> None:
+    small = ReadOnlySQL(pool, timeout_ms=2000, max_rows=1000, max_bytes=4096)
+    fits = await small.query("SELECT repeat('x', 100) AS v FROM generate_series(1, 20)")
+    assert len(fits) == 20
+    with pytest.raises(SQLRejected, match="result too large: over 4096 bytes"):
+        await small.query("SELECT repeat('x', 100) AS v FROM generate_series(1, 200)")
+
+
+async def test_the_function_returns_at_most_max_bytes(admin_conn: asyncpg.Connection) -> None:
+    async with admin_conn.transaction(readonly=True):
+        text = await admin_conn.fetchval(
+            "SELECT ragkeeper_sql.run_readonly_query("
+            "'SELECT repeat(''y'', 50) AS v FROM generate_series(1, 30)', 1000, 2000)::text"
+        )
+    assert len(text.encode()) <= 2000
+    with pytest.raises(asyncpg.ProgramLimitExceededError):
+        async with admin_conn.transaction(readonly=True):
+            await admin_conn.fetchval(
+                "SELECT ragkeeper_sql.run_readonly_query('SELECT repeat(''x'', 60000000)', 5, 2000)"
+            )
+
+
+async def test_function_search_path_puts_pg_catalog_first(admin_conn: asyncpg.Connection) -> None:
+    config = await admin_conn.fetchval(
+        "SELECT proconfig FROM pg_proc WHERE proname = 'run_readonly_query'"
+    )
+    assert config == ["search_path=pg_catalog, public, pg_temp"]
 
 
 async def test_statement_timeout_cancels_slow_query(sql: ReadOnlySQL) -> None:
@@ -106,7 +155,7 @@ async def test_session_settings_and_locks_do_not_outlive_the_query(
 
 async def test_function_refuses_a_read_write_transaction(admin_conn: asyncpg.Connection) -> None:
     with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
-        await admin_conn.fetchval("SELECT ragkeeper_sql.run_readonly_query('SELECT 1', 10)")
+        await admin_conn.fetchval("SELECT ragkeeper_sql.run_readonly_query('SELECT 1', 10, 1000)")
 
 
 async def test_function_is_not_executable_by_public(admin_conn: asyncpg.Connection) -> None:
@@ -114,12 +163,14 @@ async def test_function_is_not_executable_by_public(admin_conn: asyncpg.Connecti
         "SELECT a.grantee::regrole::text AS who FROM pg_proc, aclexplode(proacl) a "
         "WHERE proname = 'run_readonly_query' AND a.privilege_type = 'EXECUTE'"
     )
-    assert {r["who"] for r in grantees} == {"ragkeeper_sql_reader", "postgres"}  # not PUBLIC (0)
+    reader = await _reader(admin_conn)
+    agent = await admin_conn.fetchval("SELECT ragkeeper_admin.role_name('agent')")
+    # not PUBLIC (0): the owner, the migrating role and the agent's duty role
+    assert {r["who"] for r in grantees} == {reader, "postgres", agent}
     owner = await admin_conn.fetchval(
         "SELECT proowner::regrole::text FROM pg_proc WHERE proname = 'run_readonly_query'"
     )
-    assert owner == "ragkeeper_sql_reader"
+    assert owner == reader
     assert await admin_conn.fetchval(
-        "SELECT NOT rolcanlogin AND NOT rolsuper FROM pg_roles "
-        "WHERE rolname = 'ragkeeper_sql_reader'"
+        "SELECT NOT rolcanlogin AND NOT rolsuper FROM pg_roles WHERE rolname = $1", reader
     )

@@ -1,8 +1,8 @@
 """Read-only SQL over tabular rows, enforced by Postgres rather than by string matching.
 
 The query a model writes runs through ``ragkeeper_sql.run_readonly_query`` (migration
-0002), a ``SECURITY DEFINER`` function owned by the NOLOGIN role
-``ragkeeper_sql_reader``. Layers, each sufficient against a different attack:
+0003), a ``SECURITY DEFINER`` function owned by this database's NOLOGIN reader role
+(``<database>_sqlreader``). Layers, each sufficient against a different attack:
 
 * **privileges** — inside the function the current user is the reader, which may
   SELECT ``document_rows`` and ``tabular_datasets`` and nothing else; it is no
@@ -12,6 +12,9 @@ The query a model writes runs through ``ragkeeper_sql.run_readonly_query`` (migr
   ``SET LOCAL ROLE`` could be undone by the query itself);
 * **one SELECT** — the text is wrapped as a subquery and opened as a cursor, so
   multi-statement strings, ``COPY``, DDL and data-modifying CTEs do not parse or plan;
+* **bytes** — the function adds up each row's JSON size and fails with
+  ``program_limit_exceeded`` past ``MAX_RESULT_BYTES``, so the agent never receives
+  (or parses) more than that, whatever the query makes Postgres compute;
 * **read-only transaction** with ``statement_timeout``, always rolled back, so even
   session-level ``set_config`` calls made by the query do not outlive it; asyncpg's
   pool reset releases advisory locks and resets settings on release.
@@ -30,6 +33,8 @@ from .errors import SQLRejected, SQLToolError
 logger = logging.getLogger(__name__)
 
 MAX_RESULT_CHARS = 20_000
+# The most JSON text one query may return to the agent (checked inside the database function).
+MAX_RESULT_BYTES = 256 * 1024
 
 
 class _Rollback(Exception):
@@ -37,10 +42,18 @@ class _Rollback(Exception):
 
 
 class ReadOnlySQL:
-    def __init__(self, pool: asyncpg.Pool, *, timeout_ms: int, max_rows: int) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        timeout_ms: int,
+        max_rows: int,
+        max_bytes: int = MAX_RESULT_BYTES,
+    ) -> None:
         self._pool = pool
         self._timeout_ms = timeout_ms
         self._max_rows = max_rows
+        self._max_bytes = max_bytes
 
     async def query(self, sql: str) -> list[dict[str, Any]]:
         """Run one SELECT as the restricted reader; rows as JSON objects."""
@@ -50,14 +63,20 @@ class ReadOnlySQL:
                 async with conn.transaction(readonly=True):
                     await conn.execute(f"SET LOCAL statement_timeout = {self._timeout_ms:d}")
                     result = await conn.fetchval(
-                        "SELECT ragkeeper_sql.run_readonly_query($1, $2)",
+                        "SELECT ragkeeper_sql.run_readonly_query($1, $2, $3)::text",
                         sql,
                         self._max_rows,
+                        self._max_bytes,
                         timeout=self._timeout_ms / 1000 + 5,
                     )
                     raise _Rollback
             except _Rollback:
                 pass
+            except asyncpg.ProgramLimitExceededError as exc:
+                raise SQLRejected(
+                    f"result too large: over {self._max_bytes} bytes; select fewer rows or "
+                    "columns, or aggregate"
+                ) from exc
             except asyncpg.QueryCanceledError as exc:
                 raise SQLRejected(
                     f"query cancelled after {self._timeout_ms} ms (statement timeout)"

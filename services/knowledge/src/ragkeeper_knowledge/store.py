@@ -14,7 +14,8 @@ Why it looks like this (the invariants are those of docs/architecture.md):
   callers embed only new ones.
 * **One embedding space** (docs/architecture.md, invariant 5):
   ``register_embedding_model`` records the model once and gives the vector
-  column its dimension.
+  column its dimension (through a SECURITY DEFINER function: the ingestion
+  role runs no DDL of its own).
 * **Hybrid search with an HNSW index** (docs/architecture.md, invariant 6):
   ``ensure_vector_index`` builds the HNSW index after the first load (faster
   than growing it row by row); search runs HNSW cosine and Postgres full-text
@@ -136,9 +137,9 @@ class KnowledgeStore:
             # Existing vectors (if any) were written without a model row: drop them rather than
             # mixing spaces; documents keep their text and are re-embedded by the next sync.
             await conn.execute("UPDATE documents SET embedding = NULL")
-            await conn.execute(
-                f"ALTER TABLE documents ALTER COLUMN embedding TYPE vector({dimension:d})"
-            )
+            # The column type is DDL: a SECURITY DEFINER function of the migrator applies the
+            # recorded dimension, so the ingestion role needs no DDL rights (migration 0003).
+            await conn.execute("SELECT ragkeeper_admin.apply_embedding_dimension()")
         self._dimension = dimension
 
     async def ensure_vector_index(self) -> bool:
@@ -149,22 +150,17 @@ class KnowledgeStore:
         the table several times faster than it inserts the same rows one by one into an
         existing graph (``bench/ingest.py``), and a first sync writes the whole corpus.
         Until it exists, search is an exact scan: correct, just slower on large stores.
-        Serialised by the migration advisory lock, so concurrent first syncs build it once.
+        Serialised by the migration advisory lock, so concurrent first syncs build it once;
+        built by ``ragkeeper_admin.create_vector_index()``, a SECURITY DEFINER function of the
+        migrator (migration 0003), so the ingestion role needs no DDL rights.
         """
         name = "documents_embedding_hnsw"
         if await self._pool.fetchval("SELECT to_regclass($1) IS NOT NULL", name):
             return False
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_KEY)
-            dimension = await conn.fetchval("SELECT dimension FROM embedding_model")
-            if dimension is None or await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name):
-                return False
-            if dimension <= MAX_VECTOR_INDEX_DIM:
-                column = "embedding vector_cosine_ops"
-            else:
-                column = f"(embedding::halfvec({dimension:d})) halfvec_cosine_ops"
-            await conn.execute(f"CREATE INDEX {name} ON documents USING hnsw ({column})")
-        return True
+            built: bool = await conn.fetchval("SELECT ragkeeper_admin.create_vector_index()")
+        return built
 
     async def _vector_expr(self) -> str:
         if self._dimension is None:
