@@ -89,6 +89,8 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "agent.tracing.headersSecret.key": {"minLength": 1},
     "agent.rateLimitPerMinute": {"minimum": 1},
     "agent.corsOrigins": {"type": "array", "items": {"type": "string", "minLength": 1}},
+    "database.agentSecretKey": {"minLength": 1},
+    "database.ingestSecretKey": {"minLength": 1},
     "agent.service.type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
     "agent.service.port": _PORT,
     "agent.autoscaling.minReplicas": {"minimum": 1},

@@ -128,7 +128,7 @@ def test_agent_follows_the_api_contract(rendered: dict[str, list[dict[str, Any]]
     assert "AUTH_JWT_SECRET" not in env
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
         "name": "ragkeeper-database",
-        "key": "DATABASE_URL",
+        "key": "AGENT_DATABASE_URL",
     }
     assert env["LLM_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "ragkeeper-llm"
     assert env["CORS_ORIGINS"]["value"] == "https://chat.example.com"
@@ -182,7 +182,7 @@ def test_operator_is_one_recreated_replica_with_kopf_liveness(
     assert env["WATCH_NAMESPACES"]["value"] == "team-a,team-b"
     assert env["METRICS_PORT"]["value"] == "9090"
     assert env["DATABASE_SECRET_NAME"]["value"] == "ragkeeper-database"
-    assert env["DATABASE_SECRET_KEY"]["value"] == "DATABASE_URL"
+    assert env["DATABASE_SECRET_KEY"]["value"] == "INGEST_DATABASE_URL", "the jobs' own login"
 
 
 def test_cluster_wide_operator_gets_one_cluster_role(
@@ -252,6 +252,13 @@ def test_migration_runs_before_install_with_an_external_database(
 
 
 def test_migration_waits_for_the_bundled_database_on_first_install(
+    # The migrator's DSN, plus the two logins it provisions (docs/deploy.md, Database roles).
+    keys = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in container["env"]}
+    assert keys == {
+        "DATABASE_URL": "DATABASE_URL",
+        "AGENT_DATABASE_URL": "AGENT_DATABASE_URL",
+        "INGEST_DATABASE_URL": "INGEST_DATABASE_URL",
+    }
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     job = named(rendered["minimal-values"], "Job", "-migration")
@@ -266,7 +273,21 @@ def test_bundled_database_only_without_an_existing_secret(
     claim = statefulset["spec"]["volumeClaimTemplates"][0]
     assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
     secret = named(minimal, "Secret", "-database")
-    assert secret["stringData"]["DATABASE_URL"].startswith("postgresql://ragkeeper:")
+    dsns = secret["stringData"]
+    assert dsns["DATABASE_URL"].startswith("postgresql://ragkeeper:")
+    assert dsns["AGENT_DATABASE_URL"].startswith("postgresql://ragkeeper_agent_login:")
+    assert dsns["INGEST_DATABASE_URL"].startswith("postgresql://ragkeeper_ingest_login:")
+    passwords = {dsn.split(":")[2].split("@")[0] for dsn in dsns.values() if "://" in dsn}
+    assert len(passwords) == 3 and dsns["POSTGRES_PASSWORD"] not in passwords
+    # The superuser stays in the container; the init script makes the non-superuser migrator.
+    postgres = statefulset["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in postgres["env"]}
+    assert env["POSTGRES_USER"]["value"] == "postgres"
+    assert env["RAGKEEPER_MIGRATOR"]["value"] == "ragkeeper"
+    init = named(minimal, "ConfigMap", "-database-init")["data"]["10-ragkeeper-migrator.sh"]
+    assert "CREATEROLE NOSUPERUSER" in init and 'OWNER TO :"migrator"' in init
+    mounts = {m["mountPath"] for m in postgres["volumeMounts"]}
+    assert "/docker-entrypoint-initdb.d" in mounts
     assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert by_kind(rendered["production-values"], "StatefulSet") == []
 

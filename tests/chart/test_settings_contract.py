@@ -189,9 +189,13 @@ def test_operator_settings_accept_the_rendered_env(
         r["metadata"]["namespace"] for r in by_kind(objects, "Role")
     ]
     assert settings.clusterwide is (not by_kind(objects, "Role"))
-    database_secret = named(objects, "Deployment", "-agent")["spec"]["template"]["spec"][
-        "containers"
-    ][0]
-    db_ref = next(e for e in database_secret["env"] if e["name"] == "DATABASE_URL")
-    assert settings.database_secret_name == db_ref["valueFrom"]["secretKeyRef"]["name"]
-    assert settings.database_secret_key == db_ref["valueFrom"]["secretKeyRef"]["key"]
+    # The jobs get the ingestion login's DSN: the key the migration Job provisions as
+    # INGEST_DATABASE_URL, in the Secret the agent's DSN comes from (unless overridden).
+    migrate = named(objects, "Job", "-migration")["spec"]["template"]["spec"]["containers"][0]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in migrate["env"]}
+    assert settings.database_secret_name == refs["INGEST_DATABASE_URL"]["name"]
+    assert settings.database_secret_key == refs["INGEST_DATABASE_URL"]["key"]
+    agent = named(objects, "Deployment", "-agent")["spec"]["template"]["spec"]["containers"][0]
+    agent_ref = next(e for e in agent["env"] if e["name"] == "DATABASE_URL")
+    assert agent_ref["valueFrom"]["secretKeyRef"] == refs["AGENT_DATABASE_URL"]
+    assert settings.database_secret_key != refs["DATABASE_URL"]["key"]  # never the migrator's

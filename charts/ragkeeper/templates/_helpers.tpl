@@ -54,7 +54,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s/%s:%s" .root.Values.image.repositoryPrefix .name (default .root.Chart.AppVersion .root.Values.image.tag) -}}
 {{- end -}}
 
-{{/* Name of the Secret holding DATABASE_URL, and its key. */}}
+{{/* Name of the Secret holding the DSNs: the migrator's (database.secretKey), the agent's, the ingestion's. */}}
 {{- define "ragkeeper.databaseSecretName" -}}
 {{- if .Values.database.existingSecret -}}
 {{- .Values.database.existingSecret -}}
@@ -90,13 +90,13 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* Environment shared by everything that embeds or stores: database + embedding settings. */}}
+{{/* The agent's database + embedding settings: DATABASE_URL is the agent role's DSN. */}}
 {{- define "ragkeeper.knowledgeEnv" -}}
 - name: DATABASE_URL
   valueFrom:
     secretKeyRef:
       name: {{ include "ragkeeper.databaseSecretName" . }}
-      key: {{ .Values.database.secretKey }}
+      key: {{ .Values.database.agentSecretKey }}
 {{- include "ragkeeper.embeddingEnv" . }}
 {{- end -}}
 
