@@ -160,7 +160,9 @@ def chart_objects(database_url: str, values: list[Path], sets: list[str]) -> tup
     rendered = render(*values, sets=[*CHART_SETS, *sets])
     objects = Objects.from_manifests(rendered)
     # The Secrets a user creates before installing (and the DSN of this test's database).
-    objects.add_secret("ragkeeper-database", {"DATABASE_URL": database_url})
+    # One all-powerful DSN under every role's key (docs/deploy.md, "Database roles").
+    keys = ("DATABASE_URL", "AGENT_DATABASE_URL", "INGEST_DATABASE_URL")
+    objects.add_secret("ragkeeper-database", dict.fromkeys(keys, database_url))
     objects.add_secret("ragkeeper-auth", {"AUTH_JWT_SECRET": SECRET})
     for name, key in [
         ("ragkeeper-embedding", "EMBEDDING_API_KEY"),

@@ -116,7 +116,8 @@ async def operator(
     )
     try:
         await eventually(lambda: _healthy(running), timeout=90)
-        await create_secret(k8s, "ragkeeper-database", {"DATABASE_URL": database_url})
+        # The jobs' DSN, under the key the chart gives the operator (the ingestion login's).
+        await create_secret(k8s, "ragkeeper-database", {"INGEST_DATABASE_URL": database_url})
         yield running
     finally:
         logs = await asyncio.to_thread(podman.logs, run.name)

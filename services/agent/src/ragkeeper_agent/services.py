@@ -96,7 +96,12 @@ async def open_services(
     model: Model | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Services:
-    """Open the pool (migrating first) and the HTTP clients; build the agent."""
+    """Open the pool and the HTTP clients; build the agent.
+
+    ``create_pool`` checks the schema revision first: at head it runs no DDL (the agent's
+    role needs none); behind head it migrates only if the role may, else it raises a
+    ``ConfigurationError`` naming both revisions (docs/deploy.md, "Database roles").
+    """
     pool = await create_pool(
         settings.database_url,
         min_size=settings.db_pool_min_size,
