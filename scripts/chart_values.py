@@ -50,6 +50,14 @@ _HTTP_URL = "^(https?://[^/?#@\\s]+(/[^?#\\s]*)?)?$"
 # The same, https only (URLs the browser talks to: sign-in services).
 _HTTPS_URL = "^(https://[^/?#@\\s]+(/[^?#\\s]*)?)?$"
 _DNS_LABEL = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
+# A label key: an optional DNS-subdomain prefix and a name of at most 63 characters.
+_LABEL_KEY = "^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+# A positive Kubernetes quantity (the operator's job caps), as a string or a number.
+_CAP = {
+    "type": ["string", "number"],
+    "pattern": "^([0-9]+(\\.[0-9]*)?|\\.[0-9]+)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$",
+    "exclusiveMinimum": 0,
+}
 
 # ragkeeper_knowledge's EmbeddingProvider minus "hashing" (a test double); tests keep them equal.
 EMBEDDING_PROVIDERS = ("offline", "openai", "ollama", "vllm", "tei")
@@ -100,6 +108,19 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "agent.topologySpread.maxSkew": {"minimum": 1},
     "operator.watchNamespaces": {"type": "array", "items": _DNS_LABEL, "uniqueItems": True},
     "operator.metricsPort": _PORT,
+    "operator.jobs.policy.allowedImages": {
+        "type": "array",
+        "items": {"type": "string", "pattern": "^[^,\\s]+$"},
+        "uniqueItems": True,
+    },
+    "operator.jobs.policy.allowedNfsServers": {
+        "type": "array",
+        "items": {"type": "string", "pattern": "^[A-Za-z0-9]([-A-Za-z0-9.:]*[A-Za-z0-9])?$"},
+        "uniqueItems": True,
+    },
+    "operator.jobs.policy.maxCpu": _CAP,
+    "operator.jobs.policy.maxMemory": _CAP,
+    "operator.jobs.policy.credentialsLabel": {"pattern": _LABEL_KEY},
     "migration.backoffLimit": {"minimum": 0},
     "migration.activeDeadlineSeconds": {"minimum": 30},
     "monitoring.prometheusRule.maxSyncAgeSeconds": {"minimum": 60},

@@ -68,6 +68,7 @@ def test_missing_comment_is_refused() -> None:
         ("jwks-without-url.yaml", "minLength: got 0, want 1"),
         ("bad-namespace.yaml", "does not match pattern"),
         ("negative-grace.yaml", "minimum: got -5, want 0"),
+        ("bad-job-cap.yaml", "maxMemory': 'lots' does not match pattern"),
     ],
 )
 def test_helm_rejects_bad_values(values: str, message: str) -> None:

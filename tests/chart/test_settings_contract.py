@@ -7,7 +7,8 @@ AUTH_MODE=jwks) fails here rather than in a crash-looping pod. The agent's web p
 come out as the scenario's `agent.web` values say, and the page's Content-Security-Policy lets
 the browser reach the Supabase project when one is configured. The OTEL_* trace settings come
 out as `agent.tracing` says: export off without an endpoint, otherwise the URL `tracing.py`
-exports to, the service name, the content switch and the headers from the Secret.
+exports to, the service name, the content switch and the headers from the Secret. The
+operator's job policy comes out as `operator.jobs.policy` says.
 """
 
 from __future__ import annotations
@@ -68,12 +69,19 @@ def _overlay(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _values(scenario: str, *keys: str) -> dict[str, Any]:
+    """A section of a scenario's values: the chart defaults overlaid with the ci/ file's."""
+    defaults = yaml.safe_load(chart_values.VALUES.read_text())
+    path = next(p for p in CI_VALUES if p.stem == scenario)
+    given = yaml.safe_load(path.read_text())
+    for key in keys:
+        defaults, given = defaults[key], (given or {}).get(key) or {}
+    return _overlay(defaults, given)
+
+
 def _agent_values(scenario: str, section: str) -> dict[str, Any]:
     """agent.<section> of a scenario: the chart defaults overlaid with the ci/ file's values."""
-    defaults = yaml.safe_load(chart_values.VALUES.read_text())["agent"][section]
-    path = next(p for p in CI_VALUES if p.stem == scenario)
-    given = (yaml.safe_load(path.read_text()).get("agent") or {}).get(section) or {}
-    return _overlay(defaults, given)
+    return _values(scenario, "agent", section)
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -189,6 +197,14 @@ def test_operator_settings_accept_the_rendered_env(
         r["metadata"]["namespace"] for r in by_kind(objects, "Role")
     ]
     assert settings.clusterwide is (not by_kind(objects, "Role"))
+    policy = _values(scenario, "operator", "jobs", "policy")
+    assert settings.job_allowed_images == tuple(policy["allowedImages"])
+    assert settings.job_allowed_nfs_servers == tuple(policy["allowedNfsServers"])
+    assert (settings.job_max_cpu, settings.job_max_memory) == (
+        str(policy["maxCpu"]),
+        str(policy["maxMemory"]),
+    )
+    assert settings.job_credentials_label == policy["credentialsLabel"]
     # The jobs get the ingestion login's DSN: the key the migration Job provisions as
     # INGEST_DATABASE_URL, in the Secret the agent's DSN comes from (unless overridden).
     migrate = named(objects, "Job", "-migration")["spec"]["template"]["spec"]["containers"][0]

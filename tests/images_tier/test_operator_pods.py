@@ -43,11 +43,13 @@ def b64(value: str) -> str:
     return base64.b64encode(value.encode()).decode()
 
 
-async def create_secret(k8s: Cluster, name: str, data: dict[str, str]) -> None:
+async def create_secret(
+    k8s: Cluster, name: str, data: dict[str, str], labels: dict[str, str] | None = None
+) -> None:
     body = {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": labels or {}},
         "data": {key: b64(value) for key, value in data.items()},
     }
     await k8s.create(f"/api/v1/namespaces/{NAMESPACE}/secrets", body)
@@ -249,7 +251,9 @@ async def test_local_datasource_runs_its_job_pod_then_purges_on_delete(
 
 
 async def test_bad_drive_secret_fails_the_run_with_exit_3(k8s: Cluster, operator: Operator) -> None:
-    await create_secret(k8s, "drive", {"credentials.json": "this is not a key file"})
+    # Granted to DataSources by the label the chart's default policy names.
+    granted = {"ragkeeper.dev/credentials": "true"}
+    await create_secret(k8s, "drive", {"credentials.json": "this is not a key file"}, granted)
     await k8s.create_datasource(
         {
             "apiVersion": "ragkeeper.dev/v1alpha1",

@@ -247,9 +247,12 @@ class Cluster:
     async def delete_datasource(self, namespace: str, name: str) -> dict[str, Any]:
         return await self.call("DELETE", DS_PATH.format(ns=namespace) + f"/{name}")
 
-    async def create_secret(self, namespace: str, name: str, keys: list[str]) -> None:
+    async def create_secret(
+        self, namespace: str, name: str, keys: list[str], labels: Mapping[str, str] | None = None
+    ) -> None:
         data = dict.fromkeys(keys, "c2VjcmV0")
-        body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "data": data}
+        metadata = {"name": name, "labels": dict(labels or {})}
+        body = {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "data": data}
         await self.create(f"/api/v1/namespaces/{namespace}/secrets", body)
 
     async def create_pvc(self, namespace: str, name: str) -> None:

@@ -17,7 +17,6 @@ UID = "0b7b1f7e-6c1c-4f43-9a7e-3d1f5b0e9a11"
 VOLUMES: dict[str, dict[str, Any]] = {
     "pvc": {"persistentVolumeClaim": {"claimName": "docs"}},
     "nfs": {"nfs": {"server": "nfs.example", "path": "/exports/docs"}},
-    "hostPath": {"hostPath": {"path": "/srv/docs", "type": "Directory"}},
     "configMap": {"configMap": {"name": "docs"}},
 }
 
@@ -77,7 +76,7 @@ def env(workload: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("volume", sorted(VOLUMES))
 def test_build_cronjob_local_passes_strict_schema(volume: str) -> None:
     body = datasource(local_spec(volume, resources={"limits": {"memory": "2Gi"}}))
-    cronjob = builders.build_cronjob(body, parse_spec(body["spec"]), settings())
+    cronjob = builders.build_cronjob(body, parse_spec(body["spec"]), settings(job_max_memory="2Gi"))
 
     kubernetes_validate.validate(cronjob, K8S_VERSION, strict=True)
     assert cronjob["metadata"]["name"] == "ragkeeper-team-docs"
@@ -85,6 +84,7 @@ def test_build_cronjob_local_passes_strict_schema(volume: str) -> None:
     assert (mount["mountPath"], mount["readOnly"]) == ("/data", True)
     assert container(cronjob)["resources"]["limits"]["memory"] == "2Gi"
     assert container(cronjob)["resources"]["requests"]["cpu"] == "100m"
+    assert container(cronjob)["resources"]["limits"]["cpu"] == "1"
     values = env(cronjob)
     assert values["RAG_WATCH_DIRECTORY"] == "/data"
     assert values["RAG_PIPELINE_TYPE"] == "local"

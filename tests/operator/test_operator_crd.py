@@ -125,6 +125,7 @@ EXPECTED = {
     "bad-deletion-policy.yaml": "is not one of ['Delete', 'Retain']",
     "bad-schedule.yaml": "does not match",
     "bad-type.yaml": "is not one of ['local', 'googleDrive']",
+    "host-path.yaml": "('hostPath' was unexpected)",
     "both-sources.yaml": "set exactly one of local or googleDrive",
     "missing-source.yaml": "set exactly one of local or googleDrive",
     "name-too-long.yaml": "at most 42 characters",

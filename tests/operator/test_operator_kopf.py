@@ -20,6 +20,7 @@ from tests.operator.conftest import NAMESPACE
 from tests.operator.harness import DS, Cluster, eventually
 
 K8S_VERSION = "1.37.0"
+GRANTED = {"ragkeeper.dev/credentials": "true"}
 
 
 def local_datasource(name: str = "team-docs", **spec: Any) -> dict[str, Any]:
@@ -253,7 +254,7 @@ async def test_missing_claim_and_credentials_key_are_reported(
     k8s: Cluster, operator: Runtime
 ) -> None:
     await k8s.create_secret(NAMESPACE, "ragkeeper-database", ["DATABASE_URL"])
-    await k8s.create_secret(NAMESPACE, "drive", ["token.json"])
+    await k8s.create_secret(NAMESPACE, "drive", ["token.json"], GRANTED)
     await k8s.create_datasource(local_datasource())
     await k8s.create_datasource(drive_datasource())
 

@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import kopf
 
+from ragkeeper_operator import policy
 from ragkeeper_operator.settings import OperatorSettings
 from ragkeeper_operator.spec import DataSourceSpec
 
@@ -100,17 +101,6 @@ def labels_for(name: str, run_mode: str | None = None) -> dict[str, str]:
 def _meta(body: Mapping[str, Any]) -> tuple[str, str]:
     metadata = body.get("metadata", {})
     return str(metadata["namespace"]), str(metadata["name"])
-
-
-def _resources(spec: DataSourceSpec, settings: OperatorSettings) -> dict[str, Any]:
-    requests: dict[str, Any] = {
-        "cpu": settings.job_cpu_request,
-        "memory": settings.job_memory_request,
-    }
-    limits: dict[str, Any] = {"memory": settings.job_memory_limit}
-    requests.update(spec.resources.get("requests") or {})
-    limits.update(spec.resources.get("limits") or {})
-    return {"requests": requests, "limits": limits}
 
 
 def _env(
@@ -214,7 +204,7 @@ def build_pod_template(
         "image": spec.image or settings.rag_image,
         "imagePullPolicy": settings.image_pull_policy,
         "env": _env(body, spec, settings, run_mode),
-        "resources": _resources(spec, settings),
+        "resources": policy.job_resources(spec, settings),
         "volumeMounts": mounts,
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",

@@ -130,12 +130,18 @@ async def reconcile_datasource(body: kopf.Body, retry: int, memo: kopf.Memo, **_
 
 @kopf.on.field(*DS, field=SYNC_FIELD)
 async def sync_requested(body: kopf.Body, new: Any, retry: int, memo: kopf.Memo, **_: Any) -> None:
-    """``ragkeeper.dev/sync-requested-at`` set or changed: run one Job now."""
+    """``ragkeeper.dev/sync-requested-at`` set or changed: run one Job now.
+
+    A spec the job policy refuses refuses the request (a ``SyncRefused`` Event); a new
+    value is needed once the DataSource is fixed.
+    """
     if not new:
         return
     runtime = _runtime(memo)
     try:
         job = await reconcile.request_sync(runtime, body, str(new))
+    except InvalidSpec as exc:
+        raise kopf.PermanentError(f"{exc.reason}: {exc.message}") from exc
     except (DependencyMissing, KubeError) as exc:
         raise kopf.TemporaryError(str(exc), delay=runtime.settings.retry_delay(retry)) from exc
     if job:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import kopf
@@ -35,6 +36,14 @@ _Untyped = Callable[..., Any]
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+
+
+@dataclass(frozen=True)
+class SecretInfo:
+    """What the operator reads of a Secret: its keys and labels, never its values."""
+
+    keys: frozenset[str]
+    labels: Mapping[str, str]
 
 
 class KubeError(Exception):
@@ -162,12 +171,14 @@ class KubeClient:
         return await self.request("PATCH", path, patch, content_type)
 
     # -- the handful of objects the operator reads ---------------------------------------------
-    async def secret_keys(self, namespace: str, name: str) -> set[str] | None:
-        """The keys a Secret holds (never its values), or ``None`` if it is missing."""
+    async def secret_info(self, namespace: str, name: str) -> SecretInfo | None:
+        """The keys and labels of a Secret (never its values), or ``None`` if it is missing."""
         secret = await self.get("", "v1", "secrets", namespace, name)
         if secret is None:
             return None
-        return set(secret.get("data") or {}) | set(secret.get("stringData") or {})
+        keys = set(secret.get("data") or {}) | set(secret.get("stringData") or {})
+        labels = (secret.get("metadata") or {}).get("labels") or {}
+        return SecretInfo(keys=frozenset(keys), labels={str(k): str(v) for k, v in labels.items()})
 
     async def pvc_exists(self, namespace: str, name: str) -> bool:
         return await self.get("", "v1", "persistentvolumeclaims", namespace, name) is not None

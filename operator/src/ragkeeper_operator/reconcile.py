@@ -1,7 +1,8 @@
 """What the operator does for one DataSource, independent of kopf's plumbing.
 
-``converge`` checks a DataSource's spec and dependencies and creates or patches
-its CronJob; ``request_sync`` starts one Job now; ``purge_step`` drives the
+``converge`` checks a DataSource's spec against the job policy (``admit``) and
+its dependencies, and creates or patches its CronJob (or, refused by the policy,
+suspends the one it has); ``request_sync`` starts one Job now; ``purge_step`` drives the
 purge Job on deletion; ``StatusWriter`` is the single path through which
 status is written. Handlers in ``handlers.py`` only call these and translate
 the outcome into kopf's retry semantics.
@@ -19,17 +20,25 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
 
 import kopf
 
-from ragkeeper_operator import builders, drift, status
+from ragkeeper_operator import builders, drift, policy, status
 from ragkeeper_operator.kube import Conflict, KubeClient, NotFound
 from ragkeeper_operator.metrics import OperatorMetrics
 from ragkeeper_operator.settings import OperatorSettings
-from ragkeeper_operator.spec import DataSourceSpec, DependencyMissing, InvalidSpec, parse_spec
+from ragkeeper_operator.spec import (
+    DataSourceSpec,
+    DependencyMissing,
+    GrantMissing,
+    InvalidSpec,
+    OperatorError,
+    PolicyDenied,
+    parse_spec,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -142,13 +151,34 @@ class Runtime:
         return self.writer
 
 
-async def _check_secret(kube: KubeClient, namespace: str, name: str, key: str, why: str) -> None:
-    keys = await kube.secret_keys(namespace, name)
-    if keys is None:
+def admit(body: Mapping[str, Any], settings: OperatorSettings) -> DataSourceSpec:
+    """The parsed spec, if the job policy allows it; ``InvalidSpec``/``PolicyDenied`` otherwise."""
+    spec = parse_spec(body.get("spec") or {})
+    policy.check(spec, settings)
+    return spec
+
+
+async def _check_secret(
+    rt: Runtime, namespace: str, name: str, key: str, why: str, *, grant: bool = False
+) -> None:
+    """The Secret exists, holds ``key`` and, with ``grant``, carries the grant label.
+
+    The grant is checked first, so nothing about a Secret not granted (not even
+    whether it has that key) reaches the DataSource's status.
+    """
+    info = await rt.api.secret_info(namespace, name)
+    if info is None:
         raise DependencyMissing(
             f"Secret {namespace}/{name} ({why}) does not exist", reason="SecretNotFound"
         )
-    if key not in keys:
+    if grant and not policy.credentials_granted(info.labels, rt.settings):
+        label = rt.settings.job_credentials_label
+        raise GrantMissing(
+            f"Secret {namespace}/{name} ({why}) is not granted to DataSources: it needs the "
+            f'label {label}: "true", which the platform admin sets on Secrets DataSources may '
+            "use (the label key is operator.jobs.policy.credentialsLabel, JOB_CREDENTIALS_LABEL)"
+        )
+    if key not in info.keys:
         raise DependencyMissing(
             f"Secret {namespace}/{name} ({why}) has no key {key!r}", reason="SecretKeyNotFound"
         )
@@ -159,7 +189,7 @@ async def check_dependencies(rt: Runtime, namespace: str, spec: DataSourceSpec) 
     settings = rt.settings
     checks = [
         _check_secret(
-            rt.api,
+            rt,
             namespace,
             settings.database_secret_name,
             settings.database_secret_key,
@@ -169,7 +199,7 @@ async def check_dependencies(rt: Runtime, namespace: str, spec: DataSourceSpec) 
     if settings.embedding_api_key_secret_name:
         checks.append(
             _check_secret(
-                rt.api,
+                rt,
                 namespace,
                 settings.embedding_api_key_secret_name,
                 settings.embedding_api_key_secret_key,
@@ -179,7 +209,12 @@ async def check_dependencies(rt: Runtime, namespace: str, spec: DataSourceSpec) 
     if spec.credentials is not None:
         checks.append(
             _check_secret(
-                rt.api, namespace, spec.credentials.name, spec.credentials.key, "Drive credentials"
+                rt,
+                namespace,
+                spec.credentials.name,
+                spec.credentials.key,
+                "Drive credentials",
+                grant=True,
             )
         )
     results = await asyncio.gather(*checks, return_exceptions=True)
@@ -246,7 +281,7 @@ async def repair_drift(rt: Runtime, namespace: str, cronjob: Mapping[str, Any]) 
     if owner is None or (owner.get("metadata") or {}).get("deletionTimestamp"):
         return []
     try:
-        spec = parse_spec(owner.get("spec") or {})
+        spec = admit(owner, rt.settings)
     except InvalidSpec:
         return []
     desired = builders.build_cronjob(owner, spec, rt.settings)
@@ -301,6 +336,23 @@ async def report_ready(
     return change
 
 
+async def suspend_refused(rt: Runtime, body: Mapping[str, Any], exc: OperatorError) -> None:
+    """Suspend the DataSource's CronJob, if it has one still scheduled, after a policy refusal.
+
+    Unlike after a plain invalid edit (the CronJob of the last valid spec keeps running),
+    that CronJob may predate the policy or the grant and run what is now refused.
+    The next converge that admits the spec restores ``suspend`` from the spec.
+    """
+    metadata = body.get("metadata") or {}
+    namespace, name = str(metadata["namespace"]), builders.cronjob_name(str(metadata["name"]))
+    cronjob = await rt.api.get(*CRONJOBS, namespace, name)
+    if cronjob is None or (cronjob.get("spec") or {}).get("suspend") is True:
+        return
+    await rt.api.patch(*CRONJOBS, namespace, name, {"spec": {"suspend": True}})
+    message = f"CronJob {name} suspended until the DataSource is admitted again ({exc.reason})"
+    post_event(body, "Warning", "CronJobSuspended", message)
+
+
 async def converge(rt: Runtime, body: Mapping[str, Any]) -> DataSourceSpec:
     """Bring one DataSource's CronJob and Ready condition in line with its spec.
 
@@ -310,9 +362,11 @@ async def converge(rt: Runtime, body: Mapping[str, Any]) -> DataSourceSpec:
     metadata = body.get("metadata") or {}
     namespace, name = str(metadata["namespace"]), str(metadata["name"])
     try:
-        spec = parse_spec(body.get("spec") or {})
+        spec = admit(body, rt.settings)
         await check_dependencies(rt, namespace, spec)
     except (InvalidSpec, DependencyMissing) as exc:
+        if exc.stops_cronjob:
+            await suspend_refused(rt, body, exc)
         await report_ready(rt, body, ready=False, reason=exc.reason, message=exc.message)
         raise
     action = await ensure_cronjob(rt, body, spec)
@@ -336,6 +390,11 @@ async def request_sync(rt: Runtime, body: Mapping[str, Any], value: str) -> str 
     namespace, name = str(metadata["namespace"]), str(metadata["name"])
     if (body.get("status") or {}).get("lastSyncRequest") == value:
         return None
+    try:
+        await check_dependencies(rt, namespace, admit(body, rt.settings))
+    except InvalidSpec as exc:
+        post_event(body, "Warning", "SyncRefused", f"{exc.reason}: {exc.message}")
+        raise
     cronjob = await rt.api.get(*CRONJOBS, namespace, builders.cronjob_name(name))
     if cronjob is None:
         raise DependencyMissing("the CronJob does not exist yet", reason="CronJobMissing")
@@ -352,6 +411,14 @@ async def request_sync(rt: Runtime, body: Mapping[str, Any], value: str) -> str 
 
     await rt.status.update(namespace, name, fn)
     return job_name
+
+
+def _admitted(spec: DataSourceSpec, settings: OperatorSettings) -> bool:
+    try:
+        policy.check(spec, settings)
+    except PolicyDenied:
+        return False
+    return True
 
 
 def _job_finished(job: Mapping[str, Any]) -> str | None:
@@ -376,8 +443,11 @@ async def purge_step(rt: Runtime, body: Mapping[str, Any], elapsed: float) -> bo
     try:
         spec = parse_spec(body.get("spec") or {})
     except InvalidSpec as exc:
-        post_event(body, "Warning", "PurgeSkipped", f"spec was never valid: {exc.message}")
+        post_event(body, "Warning", "PurgeSkipped", f"spec is not valid: {exc.message}")
         return True
+    if not _admitted(spec, rt.settings):
+        # The purge mounts no source: it runs the operator's image with the default resources.
+        spec = replace(spec, image=None, resources={})
     with contextlib.suppress(NotFound):
         await rt.api.patch(
             *CRONJOBS, namespace, builders.cronjob_name(name), {"spec": {"suspend": True}}

@@ -2,8 +2,10 @@
 
 Everything the operator needs to know about its deployment lives here: which
 image the jobs run, which namespaces it watches, where the database URL and the
-embedding API key come from (Secret references, never plain values), and the
-defaults every generated CronJob gets. The Helm chart sets these variables on
+embedding API key come from (Secret references, never plain values), the
+defaults every generated CronJob gets, and the job policy: which image overrides,
+NFS servers and resources a DataSource may ask for, and which label grants a
+Secret as Drive credentials (enforced in ``policy.py``). The Helm chart sets these variables on
 the operator Deployment; tests build the object directly.
 """
 
@@ -14,7 +16,11 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ragkeeper_operator.drift import parse_quantity
+
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A label key: an optional DNS-subdomain prefix and a name of at most 63 characters.
+_LABEL_KEY = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 # A regex, not a password (B105 does not apply).
 _SECRET_KEY = r"^[-._a-zA-Z0-9]+$"  # nosec B105
 
@@ -89,9 +95,34 @@ class OperatorSettings(BaseSettings):
         default=3, ge=0, le=20, validation_alias=_env("CRONJOB_FAILED_JOBS_HISTORY_LIMIT")
     )
     job_cpu_request: str = Field(default="100m", validation_alias=_env("JOB_CPU_REQUEST"))
+    job_cpu_limit: str = Field(default="1", validation_alias=_env("JOB_CPU_LIMIT"))
     job_memory_request: str = Field(default="256Mi", validation_alias=_env("JOB_MEMORY_REQUEST"))
     job_memory_limit: str = Field(default="1Gi", validation_alias=_env("JOB_MEMORY_LIMIT"))
     job_tmp_size_limit: str = Field(default="1Gi", validation_alias=_env("JOB_TMP_SIZE_LIMIT"))
+
+    # -- job policy: what a DataSource may ask for beyond the defaults (see policy.py) ----------
+    job_allowed_images: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="spec.image values allowed; an entry ending in * is a prefix. Empty = none.",
+        validation_alias=_env("JOB_ALLOWED_IMAGES", "job_allowed_images"),
+    )
+    job_allowed_nfs_servers: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="NFS servers a local source may mount. Empty = no nfs volumes.",
+        validation_alias=_env("JOB_ALLOWED_NFS_SERVERS", "job_allowed_nfs_servers"),
+    )
+    job_max_cpu: str = Field(default="1", validation_alias=_env("JOB_MAX_CPU", "job_max_cpu"))
+    job_max_memory: str = Field(
+        default="1Gi", validation_alias=_env("JOB_MAX_MEMORY", "job_max_memory")
+    )
+    job_credentials_label: str = Field(
+        default="ragkeeper.dev/credentials",
+        min_length=1,
+        max_length=316,
+        pattern=_LABEL_KEY,
+        description='Label a Secret needs (value "true") to be a DataSource\'s credentials.',
+        validation_alias=_env("JOB_CREDENTIALS_LABEL", "job_credentials_label"),
+    )
 
     # -- the operator process ------------------------------------------------------------------
     watch_namespaces: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -129,9 +160,11 @@ class OperatorSettings(BaseSettings):
         default=300, ge=10, validation_alias=_env("WATCH_SERVER_TIMEOUT_SECONDS")
     )
 
-    @field_validator("watch_namespaces", mode="before")
+    @field_validator(
+        "watch_namespaces", "job_allowed_images", "job_allowed_nfs_servers", mode="before"
+    )
     @classmethod
-    def _split_namespaces(cls, value: Any) -> Any:
+    def _split_lists(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
@@ -140,6 +173,22 @@ class OperatorSettings(BaseSettings):
     def _delays_ordered(self) -> OperatorSettings:
         if self.retry_initial_delay_seconds > self.retry_max_delay_seconds:
             raise ValueError("RETRY_INITIAL_DELAY_SECONDS must not exceed RETRY_MAX_DELAY_SECONDS")
+        return self
+
+    @model_validator(mode="after")
+    def _quantities(self) -> OperatorSettings:
+        """The job defaults and the caps must be positive quantities (policy.py compares them)."""
+        for name, value in (
+            ("JOB_CPU_REQUEST", self.job_cpu_request),
+            ("JOB_CPU_LIMIT", self.job_cpu_limit),
+            ("JOB_MEMORY_REQUEST", self.job_memory_request),
+            ("JOB_MEMORY_LIMIT", self.job_memory_limit),
+            ("JOB_MAX_CPU", self.job_max_cpu),
+            ("JOB_MAX_MEMORY", self.job_max_memory),
+        ):
+            quantity = parse_quantity(value)
+            if quantity is None or quantity <= 0:
+                raise ValueError(f"{name} must be a positive quantity")
         return self
 
     @property

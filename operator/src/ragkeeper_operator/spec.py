@@ -9,7 +9,14 @@ Errors (each carries the ``reason`` used in the ``Ready`` condition and Event)::
 
     OperatorError
     ├── InvalidSpec            permanent: the user must edit the DataSource
+    │   └── PolicyDenied       the job policy refuses it (hostPath, image, NFS server,
+    │                          resources); the existing CronJob is suspended
     └── DependencyMissing      temporary: a Secret, key or PVC that may appear later
+        └── GrantMissing       the credentials Secret lacks the grant label; the existing
+                               CronJob is suspended until the admin grants it
+
+``stops_cronjob`` marks the two whose CronJob must not keep running: it may have
+been made before the policy (or the grant) refused what it mounts or runs.
 """
 
 from __future__ import annotations
@@ -27,11 +34,10 @@ SourceType = Literal["local", "googleDrive"]
 DeletionPolicy = Literal["Delete", "Retain"]
 
 PIPELINE_TYPES: dict[str, str] = {"local": "local", "googleDrive": "google_drive"}
-VOLUME_SOURCES = ("persistentVolumeClaim", "nfs", "hostPath", "configMap")
+VOLUME_SOURCES = ("persistentVolumeClaim", "nfs", "configMap")
 _VOLUME_REQUIRED: dict[str, tuple[str, ...]] = {
     "persistentVolumeClaim": ("claimName",),
     "nfs": ("path", "server"),
-    "hostPath": ("path",),
     "configMap": ("name",),
 }
 """The string fields each volume source needs, checked in this order."""
@@ -59,6 +65,7 @@ class OperatorError(Exception):
     """Base of the operator's own errors; ``reason`` is a CamelCase condition reason."""
 
     reason = "Error"
+    stops_cronjob = False
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
@@ -73,10 +80,24 @@ class InvalidSpec(OperatorError):
     reason = "InvalidSpec"
 
 
+class PolicyDenied(InvalidSpec):
+    """The job policy (or the ban on hostPath) refuses the spec; its CronJob must not run."""
+
+    reason = "PolicyDenied"
+    stops_cronjob = True
+
+
 class DependencyMissing(OperatorError):
     """Something the job needs does not exist yet; retried with backoff."""
 
     reason = "DependencyMissing"
+
+
+class GrantMissing(DependencyMissing):
+    """A Secret the spec names is not granted to DataSources (yet); retried with backoff."""
+
+    reason = "CredentialsNotGranted"
+    stops_cronjob = True
 
 
 @dataclass(frozen=True)
@@ -193,6 +214,12 @@ def _local_volume(raw: Mapping[str, Any]) -> dict[str, Any]:
             reason="InvalidSource",
         )
     [(kind, source)] = volume.items()
+    if kind == "hostPath":
+        raise PolicyDenied(
+            "spec.local.volume.hostPath is not allowed: a DataSource may not mount a directory "
+            "of the node; use a persistentVolumeClaim",
+            reason="HostPathNotAllowed",
+        )
     if kind not in VOLUME_SOURCES or not isinstance(source, Mapping):
         raise InvalidSpec(f"spec.local.volume.{kind} is not a supported volume source")
     for required in _VOLUME_REQUIRED[kind]:
@@ -246,8 +273,12 @@ def parse_spec(spec: Mapping[str, Any]) -> DataSourceSpec:
     if image is not None and (not isinstance(image, str) or not image or " " in image):
         raise InvalidSpec(f"spec.image {image!r} is not an image reference")
     resources = spec.get("resources") or {}
-    if not isinstance(resources, Mapping) or set(resources) - {"requests", "limits"}:
-        raise InvalidSpec("spec.resources may only hold requests and limits")
+    if (
+        not isinstance(resources, Mapping)
+        or set(resources) - {"requests", "limits"}
+        or not all(isinstance(part or {}, Mapping) for part in resources.values())
+    ):
+        raise InvalidSpec("spec.resources may only hold requests and limits, each a mapping")
     source = (
         _local(spec.get("local"))
         if source_type == "local"

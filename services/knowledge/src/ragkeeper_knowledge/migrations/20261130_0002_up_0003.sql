@@ -14,8 +14,6 @@
 
 CREATE SCHEMA ragkeeper_admin;
 REVOKE ALL ON SCHEMA ragkeeper_admin FROM PUBLIC;
--- Functions this role creates from now on are not callable by PUBLIC unless granted.
-ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 -- No role but the owner creates objects in public (already the default from Postgres 15 on).
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 
