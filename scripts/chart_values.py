@@ -59,6 +59,15 @@ _CAP = {
     "exclusiveMinimum": 0,
 }
 
+# Names the chart sets on the agent container itself (tests/chart/test_agent_exposure.py keeps
+# this in step with the rendered Deployment); agent.extraEnv may not use them, in any case,
+# because the agent reads its settings case-insensitively.
+RESERVED_AGENT_ENV = (
+    "(?i)^(HOST|PORT|METRICS_PORT|SHUTDOWN_GRACE_SECONDS|.*DATABASE_URL"
+    "|EMBEDDING_(PROVIDER|BASE_URL|MODEL_CHOICE|API_KEY)|LLM_(PROVIDER|BASE_URL|CHOICE|API_KEY)"
+    "|AUTH_.*|RATE_LIMIT_PER_MINUTE|CORS_ORIGINS|WEB_.*|OTEL_.*)$"
+)
+
 # ragkeeper_knowledge's EmbeddingProvider minus "hashing" (a test double); tests keep them equal.
 EMBEDDING_PROVIDERS = ("offline", "openai", "ollama", "vllm", "tei")
 
@@ -85,6 +94,15 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "agent.replicaCount": {"minimum": 1},
     "agent.shutdownGraceSeconds": {"minimum": 0, "maximum": 600},
     "agent.port": _PORT,
+    "agent.metricsPort": _PORT,
+    "agent.extraEnv": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {"name": {"type": "string", "not": {"pattern": RESERVED_AGENT_ENV}}},
+        },
+    },
     "agent.auth.mode": {"enum": ["jwt", "jwks"]},
     "agent.auth.jwksUrl": {"pattern": "^(https://.+)?$"},
     "agent.web.supabase.url": {"pattern": _HTTPS_URL},

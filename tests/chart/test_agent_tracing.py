@@ -63,7 +63,7 @@ def test_traces_endpoint_alone_with_defaults() -> None:
     assert {name: item["value"] for name, item in env.items()} == {
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": COLLECTOR,
         "OTEL_SERVICE_NAME": "ragkeeper-agent",
-        "OTEL_INCLUDE_CONTENT": "true",
+        "OTEL_INCLUDE_CONTENT": "false",
     }
 
 

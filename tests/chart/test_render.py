@@ -120,7 +120,10 @@ def test_agent_follows_the_api_contract(rendered: dict[str, list[dict[str, Any]]
     env = _env(container)
     assert env["HOST"]["value"] == "0.0.0.0"
     assert env["PORT"]["value"] == "8000"
-    assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "http", "containerPort": 8000, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 9091, "protocol": "TCP"},
+    ]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert env["AUTH_MODE"]["value"] == "jwt", "JWKS is AUTH_MODE=jwt with AUTH_JWKS_URL"
@@ -249,9 +252,6 @@ def test_migration_runs_before_install_with_an_external_database(
     assert container["command"] == ["python", "-m", "ragkeeper_knowledge.migrate"]
     assert container["image"].split(":")[0].endswith("/ragkeeper-agent")
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
-
-
-def test_migration_waits_for_the_bundled_database_on_first_install(
     # The migrator's DSN, plus the two logins it provisions (docs/deploy.md, Database roles).
     keys = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in container["env"]}
     assert keys == {
@@ -259,6 +259,9 @@ def test_migration_waits_for_the_bundled_database_on_first_install(
         "AGENT_DATABASE_URL": "AGENT_DATABASE_URL",
         "INGEST_DATABASE_URL": "INGEST_DATABASE_URL",
     }
+
+
+def test_migration_waits_for_the_bundled_database_on_first_install(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     job = named(rendered["minimal-values"], "Job", "-migration")
@@ -337,6 +340,7 @@ def test_ingestion_jobs_get_a_policy_in_every_watched_namespace(
         assert selector == {
             "app.kubernetes.io/part-of": "ragkeeper",
             "app.kubernetes.io/component": "ingestion",
+            "app.kubernetes.io/managed-by": "ragkeeper-operator",
         }
         ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
         assert ports == {53, 5432, 443}, "DNS, the database and Google's APIs only"

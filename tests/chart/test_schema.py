@@ -68,6 +68,9 @@ def test_missing_comment_is_refused() -> None:
         ("jwks-without-url.yaml", "minLength: got 0, want 1"),
         ("bad-namespace.yaml", "does not match pattern"),
         ("negative-grace.yaml", "minimum: got -5, want 0"),
+        ("extra-env-auth-mode.yaml", "at '/agent/extraEnv/0/name': 'not' failed"),
+        ("extra-env-lowercase.yaml", "at '/agent/extraEnv/0/name': 'not' failed"),
+        ("extra-env-database-url.yaml", "at '/agent/extraEnv/0/name': 'not' failed"),
         ("bad-job-cap.yaml", "maxMemory': 'lots' does not match pattern"),
     ],
 )

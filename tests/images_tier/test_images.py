@@ -268,16 +268,16 @@ def scenario(name: str, embeddings: FakeEmbeddings) -> tuple[list[Path], list[st
 
 
 def agent_spec(
-    rendered: Any, objects: Objects, workdir: Path, port: int
+    rendered: Any, objects: Objects, workdir: Path, port: int, metrics_port: int
 ) -> tuple[PodRun, dict[str, Any]]:
     deployment = named(rendered, "Deployment", "-agent")
     pod = Pod(name="ragkeeper-agent-0", namespace="ragkeeper", workdir=workdir)
-    # Host network: the agent listens on a free port of 127.0.0.1, not 0.0.0.0:8000.
+    # Host network: the agent listens on free ports of 127.0.0.1, not 0.0.0.0:8000 and :9091.
     spec = translate(
         deployment["spec"]["template"]["spec"],
         pod,
         objects,
-        env_overrides={"HOST": "127.0.0.1", "PORT": str(port)},
+        env_overrides={"HOST": "127.0.0.1", "PORT": str(port), "METRICS_PORT": str(metrics_port)},
     )
     return spec, deployment
 
@@ -313,8 +313,8 @@ def test_chart_migration_job_then_agent_deployment_serve(
     done = podman.run_to_completion(migrate)
     assert done.exit_code == 0, done.stderr[-3000:]
 
-    port = free_port()
-    spec, deployment = agent_spec(rendered, objects, shared_dir / "agent", port)
+    port, metrics_port = free_port(), free_port()
+    spec, deployment = agent_spec(rendered, objects, shared_dir / "agent", port, metrics_port)
     assert spec.image == image("agent")
     podman.start(spec)
     try:
@@ -323,7 +323,8 @@ def test_chart_migration_job_then_agent_deployment_serve(
         wait_ready(podman, spec.name, ready)
         assert httpx.get(probe_url(spec, "livenessProbe", {8000: port})).status_code == 200
         base = f"http://127.0.0.1:{port}"
-        metrics = httpx.get(base + "/metrics")
+        assert httpx.get(base + "/metrics").status_code == 404, "the Ingress' port"
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics")
         assert metrics.status_code == 200 and "# TYPE" in metrics.text
         if values == "default":
             *_, final = chat(base, "Does the Kestrel work with line-voltage baseboard heaters?")
