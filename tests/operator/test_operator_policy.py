@@ -25,6 +25,7 @@ from tests.operator.test_operator_kopf import (
     condition,
     cronjob,
     drive_datasource,
+    env_of,
     event_reasons,
     local_datasource,
     prepare,
@@ -195,6 +196,28 @@ async def test_host_path_is_refused(k8s: Cluster, operator: Runtime) -> None:
 
     body = await refused(k8s, "team-docs", "HostPathNotAllowed")
     assert "hostPath" in condition(body, "Ready")["message"]  # type: ignore[index]
+
+
+async def test_a_refused_host_path_source_is_still_purged(k8s: Cluster, operator: Runtime) -> None:
+    """Stored before hostPath was refused, it may have documents: deleting it purges them."""
+    await prepare(k8s)
+    await k8s.create_datasource(local_datasource(local={"volume": {"hostPath": {"path": "/"}}}))
+    await refused(k8s, "team-docs", "HostPathNotAllowed")
+
+    await k8s.delete_datasource(NAMESPACE, "team-docs")
+
+    jobs = await eventually(
+        lambda: [j for j in k8s.all("batch/v1/jobs", NAMESPACE) if "purge" in j["metadata"]["name"]]
+    )
+    pod = jobs[0]["spec"]["template"]["spec"]
+    assert (env_of(jobs[0])["RUN_MODE"], env_of(jobs[0])["RAG_PIPELINE_ID"]) == (
+        "purge",
+        f"{NAMESPACE}/team-docs",
+    )
+    assert all("hostPath" not in volume for volume in pod["volumes"])
+    await k8s.complete_job(NAMESPACE, jobs[0]["metadata"]["name"])
+    await eventually(lambda: k8s.obj(DS, NAMESPACE, "team-docs") is None)
+    assert "Purged" in event_reasons(k8s, "team-docs")
 
 
 async def test_image_not_allowed_is_refused(k8s: Cluster, operator: Runtime) -> None:

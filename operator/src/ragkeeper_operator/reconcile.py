@@ -20,7 +20,7 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
@@ -36,8 +36,8 @@ from ragkeeper_operator.spec import (
     GrantMissing,
     InvalidSpec,
     OperatorError,
-    PolicyDenied,
     parse_spec,
+    purge_spec,
 )
 
 logger = logging.getLogger(__name__)
@@ -413,14 +413,6 @@ async def request_sync(rt: Runtime, body: Mapping[str, Any], value: str) -> str 
     return job_name
 
 
-def _admitted(spec: DataSourceSpec, settings: OperatorSettings) -> bool:
-    try:
-        policy.check(spec, settings)
-    except PolicyDenied:
-        return False
-    return True
-
-
 def _job_finished(job: Mapping[str, Any]) -> str | None:
     job_status = job.get("status") or {}
     for item in job_status.get("conditions") or []:
@@ -440,14 +432,10 @@ async def purge_step(rt: Runtime, body: Mapping[str, Any], elapsed: float) -> bo
     """
     metadata = body.get("metadata") or {}
     namespace, name = str(metadata["namespace"]), str(metadata["name"])
-    try:
-        spec = parse_spec(body.get("spec") or {})
-    except InvalidSpec as exc:
-        post_event(body, "Warning", "PurgeSkipped", f"spec is not valid: {exc.message}")
+    spec = purge_spec(body.get("spec") or {})
+    if spec is None:
+        post_event(body, "Warning", "PurgeSkipped", "spec.type is not a known source type")
         return True
-    if not _admitted(spec, rt.settings):
-        # The purge mounts no source: it runs the operator's image with the default resources.
-        spec = replace(spec, image=None, resources={})
     with contextlib.suppress(NotFound):
         await rt.api.patch(
             *CRONJOBS, namespace, builders.cronjob_name(name), {"spec": {"suspend": True}}

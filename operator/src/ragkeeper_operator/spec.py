@@ -295,3 +295,25 @@ def parse_spec(spec: Mapping[str, Any]) -> DataSourceSpec:
         image=image,
         **source,
     )
+
+
+def purge_spec(spec: Mapping[str, Any]) -> DataSourceSpec | None:
+    """What a purge Job needs of a spec; ``None`` when no sync could ever have run.
+
+    A purge mounts no source, reads no credentials and runs the operator's own image with
+    the default resources: only the source type matters. So a spec that is invalid now (a
+    ``hostPath`` stored before it was refused, say) still gets its documents purged, as
+    long as its type is known.
+    """
+    source_type = spec.get("type")
+    if source_type not in PIPELINE_TYPES:
+        return None
+    try:
+        parsed = parse_spec(spec)
+    except InvalidSpec:
+        return DataSourceSpec(type=source_type, schedule="@daily")
+    return DataSourceSpec(
+        type=parsed.type,
+        schedule=parsed.schedule,
+        active_deadline_seconds=parsed.active_deadline_seconds,
+    )
