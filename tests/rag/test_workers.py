@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -13,13 +14,20 @@ import pytest
 
 from ragkeeper_knowledge import KnowledgeStore
 from ragkeeper_rag.errors import FileSkipped
-from ragkeeper_rag.extraction import SUPPORTED_EXTENSIONS
+from ragkeeper_rag.extraction import SUPPORTED_EXTENSIONS, ExtractionLimits
 from ragkeeper_rag.sources.base import FetchedContent, SourceFile
 from ragkeeper_rag.sources.local import LocalSource
 from ragkeeper_rag.sync import ChunkingOptions, SyncEngine
-from ragkeeper_rag.workers import AUTO_MAX_WORKERS, Extractor, available_cpus, resolve_workers
+from ragkeeper_rag.workers import (
+    AUTO_MAX_WORKERS,
+    THREAD_MAX_BYTES,
+    Extractor,
+    available_cpus,
+    resolve_workers,
+)
 
-from .corpus import write_mixed_corpus
+from .bombs import pdf_of, slow_pdf, text_lines
+from .corpus import docx_bytes, write_mixed_corpus
 from .test_sync_local import CountingEmbedder, snapshot, source
 
 
@@ -142,7 +150,7 @@ async def test_a_few_files_are_extracted_in_a_thread() -> None:
     few = Extractor(2, size=600, overlap=80, pool_min_files=8)
     few.start(7)
     extracted, pieces = await few(b"# Title\n\nsome text", ".md")
-    assert few.workers == 1 and extraction_workers() == []
+    assert few.threaded and extraction_workers() == [] and few.pools_started == 0
     assert extracted.title == "Title" and pieces
     await few.aclose()
 
@@ -164,8 +172,6 @@ def test_resolve_workers() -> None:
 
 async def test_workers_are_replaced_every_few_files() -> None:
     """A worker's heap only grows: fresh workers every ``recycle_files`` files, none lost."""
-    import asyncio
-
     extractor = Extractor(2, size=600, overlap=80, pool_min_files=0, recycle_files=3)
     extractor.start(10)
     seen: set[int] = set()
@@ -185,3 +191,61 @@ async def test_workers_are_replaced_every_few_files() -> None:
     finally:
         await extractor.aclose()
     assert extraction_workers() == []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_files_that_can_expand_go_to_a_worker_even_in_a_thread_run(workers: int) -> None:
+    """PDF, DOCX, XLSX and any large file are extracted under the worker's bounds."""
+    extractor = Extractor(workers, size=600, overlap=80, pool_min_files=8)
+    extractor.start(3)
+    try:
+        await extractor(b"# Small\n\ntext", ".md")
+        assert extractor.pools_started == 0
+        big = b"# Big\n\n" + b"word " * (THREAD_MAX_BYTES // 5)
+        extracted, _ = await extractor(big, ".md")
+        assert extracted.title == "Big" and extractor.pools_started == 1
+        assert len(extraction_workers()) == 1  # started for the file; the others start on demand
+        extracted, _ = await extractor(docx_bytes("Risky", ["one paragraph"]), ".docx")
+        assert extracted.title == "Risky" and extractor.pools_started == 1
+    finally:
+        await extractor.aclose()
+    assert extraction_workers() == []
+
+
+async def test_a_file_over_the_worker_memory_limit_is_reported_and_the_pool_renewed() -> None:
+    """RLIMIT_AS turns a runaway allocation into MemoryError: that file's error, not the job's."""
+    limits = ExtractionLimits(max_rows=10_000_000, worker_memory_bytes=400 * 1024 * 1024)
+    extractor = Extractor(2, size=600, overlap=80, limits=limits, pool_min_files=0)
+    rows = b"a,b\n" + b"1,2\n" * 3_000_000  # ~1.4 GB as Python rows
+    try:
+        with pytest.raises(FileSkipped, match=r"out of memory \(over RAG_WORKER_MEMORY_BYTES="):
+            await extractor(rows, ".csv")
+        extracted, _ = await extractor(b"# Fine\n\nafter", ".md")
+        assert extracted.title == "Fine"
+        assert extractor.pools_started == 2  # the worker that hit the limit was replaced
+    finally:
+        await extractor.aclose()
+
+
+async def test_a_file_over_the_timeout_is_reported_and_its_neighbour_retried() -> None:
+    """The stuck worker is killed; the file in the pool's other worker is retried, not lost."""
+    limits = ExtractionLimits(file_timeout_seconds=3.0)
+    extractor = Extractor(2, size=600, overlap=80, limits=limits, pool_min_files=0)
+    neighbour = pdf_of(400, text_lines(40))  # ~1.3 s of parsing, from 2.2 s: killed at 3 s
+
+    async def later() -> str:
+        await asyncio.sleep(2.2)
+        return (await extractor(neighbour, ".pdf"))[0].text
+
+    try:
+        slow, text = await asyncio.gather(
+            extractor(slow_pdf(), ".pdf"), later(), return_exceptions=True
+        )
+        assert isinstance(slow, FileSkipped), slow
+        assert str(slow) == (
+            "refused: extraction took longer than RAG_FILE_TIMEOUT_SECONDS=3; worker replaced"
+        )
+        assert isinstance(text, str) and text.startswith("lorem ipsum"), text
+        assert extractor.pools_started == 2
+    finally:
+        await extractor.aclose()

@@ -131,6 +131,7 @@ async def run(settings: RagSettings, stop: asyncio.Event) -> RunStats:
                 chunking=ChunkingOptions(settings.chunk_size, settings.chunk_overlap),
                 fetch_concurrency=settings.drive_max_concurrency,
                 extract_workers=resolve_workers(settings.extract_workers),
+                limits=settings.extraction_limits(),
             )
             if settings.run_mode == "single":
                 return await engine.sync_once(source, pipeline_id, stop=stop)

@@ -29,6 +29,8 @@ from pydantic_settings import (
 
 from ragkeeper_knowledge.embedding import EmbeddingConfig, embedding_env
 
+from .extraction.model import DEFAULT_LIMITS, ExtractionLimits
+
 PipelineType = Literal["local", "google_drive"]
 RunMode = Literal["single", "continuous", "purge"]
 
@@ -135,6 +137,54 @@ class RagSettings(BaseSettings):
         validation_alias=AliasChoices("RAG_EXTRACT_WORKERS", "extract_workers"),
     )
 
+    # per-file caps against decompression bombs (a file over one is refused and reported)
+    max_uncompressed_bytes: int = Field(
+        DEFAULT_LIMITS.max_uncompressed_bytes,
+        gt=0,
+        validation_alias=AliasChoices("RAG_MAX_UNCOMPRESSED_BYTES", "max_uncompressed_bytes"),
+    )
+    max_zip_entries: int = Field(
+        DEFAULT_LIMITS.max_zip_entries,
+        gt=0,
+        validation_alias=AliasChoices("RAG_MAX_ZIP_ENTRIES", "max_zip_entries"),
+    )
+    max_compression_ratio: int = Field(
+        DEFAULT_LIMITS.max_compression_ratio,
+        gt=0,
+        validation_alias=AliasChoices("RAG_MAX_COMPRESSION_RATIO", "max_compression_ratio"),
+    )
+    max_rows_per_file: int = Field(
+        DEFAULT_LIMITS.max_rows,
+        gt=0,
+        validation_alias=AliasChoices("RAG_MAX_ROWS_PER_FILE", "max_rows_per_file"),
+    )
+    max_pages_per_file: int = Field(
+        DEFAULT_LIMITS.max_pages,
+        gt=0,
+        validation_alias=AliasChoices("RAG_MAX_PAGES_PER_FILE", "max_pages_per_file"),
+    )
+    max_text_chars_per_file: int = Field(
+        DEFAULT_LIMITS.max_text_chars,
+        gt=0,
+        validation_alias=AliasChoices("RAG_MAX_TEXT_CHARS_PER_FILE", "max_text_chars_per_file"),
+    )
+    max_chunks_per_file: int = Field(
+        DEFAULT_LIMITS.max_chunks,
+        gt=0,
+        validation_alias=AliasChoices("RAG_MAX_CHUNKS_PER_FILE", "max_chunks_per_file"),
+    )
+    # each extraction worker's address-space limit (RLIMIT_AS); 0 = none
+    worker_memory_bytes: int = Field(
+        DEFAULT_LIMITS.worker_memory_bytes,
+        ge=0,
+        validation_alias=AliasChoices("RAG_WORKER_MEMORY_BYTES", "worker_memory_bytes"),
+    )
+    file_timeout_seconds: float = Field(
+        DEFAULT_LIMITS.file_timeout_seconds,
+        gt=0,
+        validation_alias=AliasChoices("RAG_FILE_TIMEOUT_SECONDS", "file_timeout_seconds"),
+    )
+
     # the embedder (EMBEDDING_* or the config file's [embedding] table); the agent reads the same
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
 
@@ -143,6 +193,20 @@ class RagSettings(BaseSettings):
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError("RAG_CHUNK_OVERLAP must be smaller than RAG_CHUNK_SIZE")
         return self
+
+    def extraction_limits(self) -> ExtractionLimits:
+        """The per-file caps and the worker bounds, as the extraction workers take them."""
+        return ExtractionLimits(
+            max_uncompressed_bytes=self.max_uncompressed_bytes,
+            max_zip_entries=self.max_zip_entries,
+            max_compression_ratio=self.max_compression_ratio,
+            max_rows=self.max_rows_per_file,
+            max_pages=self.max_pages_per_file,
+            max_text_chars=self.max_text_chars_per_file,
+            max_chunks=self.max_chunks_per_file,
+            worker_memory_bytes=self.worker_memory_bytes,
+            file_timeout_seconds=self.file_timeout_seconds,
+        )
 
     @classmethod
     def settings_customise_sources(

@@ -44,7 +44,7 @@ from ragkeeper_knowledge import ChunkWrite, DocumentWrite, KnowledgeStore, RowWr
 from ragkeeper_knowledge.embedding import Embedder, ensure_dimension
 
 from .errors import FileSkipped, Interrupted, TransientError
-from .extraction import Extracted
+from .extraction import DEFAULT_LIMITS, Extracted, ExtractionLimits
 from .sources.base import ScanResult, Source, SourceFile
 from .workers import POOL_MIN_FILES, Extractor
 
@@ -159,6 +159,7 @@ class SyncEngine:
         group_size: int = 32,
         extract_workers: int = 1,
         pool_min_files: int = POOL_MIN_FILES,
+        limits: ExtractionLimits = DEFAULT_LIMITS,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -168,6 +169,7 @@ class SyncEngine:
         self.group_size = max(1, group_size)
         self.extract_workers = max(1, extract_workers)
         self.pool_min_files = pool_min_files
+        self.limits = limits
 
     async def ensure_model(self) -> None:
         """Record the embedding model or fail fast on a mismatch.
@@ -186,6 +188,7 @@ class SyncEngine:
             self.extract_workers,
             size=self.chunking.size,
             overlap=self.chunking.overlap,
+            limits=self.limits,
             pool_min_files=self.pool_min_files,
         )
         try:

@@ -11,16 +11,23 @@
   being written), and reporting it in ``errors`` would mark every scheduled
   run ``partial`` for as long as it exists;
 * every failure is an ``ExtractionError`` (a ``FileSkipped``) with a one-line
-  reason naming the format, chained to the library exception with ``from``.
+  reason naming the format, chained to the library exception with ``from``;
+* the per-file caps of ``limits`` (``ExtractionLimits``) hold: a DOCX/XLSX archive
+  is measured before it is parsed (``archive``), rows and pages are counted as they
+  are read, and the text length is checked before the result is returned. A file
+  over a cap is refused whole with ``LimitExceeded``. A ``MemoryError`` is not
+  turned into an ``ExtractionError``: the worker running the extraction reports it
+  as the file's memory limit (``workers.py``).
 
 Exceptions::
 
     ragkeeper_rag.errors.FileSkipped
     └── ExtractionError     unsupported format, binary or undecodable text,
-                            corrupt or password-protected PDF, broken DOCX/XLSX
+        │                   corrupt or password-protected PDF, broken DOCX/XLSX
+        └── LimitExceeded   over a per-file cap; the reason names its RAG_* setting
 
 Per-format modules: ``text`` (txt, md, html), ``office`` (pdf, docx),
-``tabular`` (csv, tsv, xlsx).
+``tabular`` (csv, tsv, xlsx); ``archive`` checks zip-based formats.
 """
 
 from __future__ import annotations
@@ -30,23 +37,51 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ragkeeper_rag.extraction.model import Extracted, ExtractionError, Table, one_line
+from ragkeeper_rag.extraction.archive import check_archive
+from ragkeeper_rag.extraction.model import (
+    DEFAULT_LIMITS,
+    Extracted,
+    ExtractionError,
+    ExtractionLimits,
+    LimitExceeded,
+    Table,
+    check_text_length,
+    one_line,
+)
 from ragkeeper_rag.extraction.office import extract_docx, extract_pdf
 from ragkeeper_rag.extraction.tabular import extract_csv, extract_tsv, extract_xlsx
 from ragkeeper_rag.extraction.text import extract_html, extract_markdown, extract_txt
 
-__all__ = ["SUPPORTED_EXTENSIONS", "Extracted", "ExtractionError", "Table", "extract"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "SUPPORTED_EXTENSIONS",
+    "ZIP_EXTENSIONS",
+    "Extracted",
+    "ExtractionError",
+    "ExtractionLimits",
+    "LimitExceeded",
+    "Table",
+    "extract",
+]
 
 log = logging.getLogger(__name__)
 
-_EXTRACTORS: dict[str, tuple[str, Callable[[bytes], Extracted]]] = {
-    "txt": ("unreadable text", extract_txt),
-    "md": ("unreadable Markdown", extract_markdown),
-    "markdown": ("unreadable Markdown", extract_markdown),
-    "html": ("unreadable HTML", extract_html),
-    "htm": ("unreadable HTML", extract_html),
+Extractor = Callable[[bytes, ExtractionLimits], Extracted]
+
+
+def _uncapped(extractor: Callable[[bytes], Extracted]) -> Extractor:
+    """An extractor whose output is bounded by its input (only the text cap applies, after)."""
+    return lambda data, _limits: extractor(data)
+
+
+_EXTRACTORS: dict[str, tuple[str, Extractor]] = {
+    "txt": ("unreadable text", _uncapped(extract_txt)),
+    "md": ("unreadable Markdown", _uncapped(extract_markdown)),
+    "markdown": ("unreadable Markdown", _uncapped(extract_markdown)),
+    "html": ("unreadable HTML", _uncapped(extract_html)),
+    "htm": ("unreadable HTML", _uncapped(extract_html)),
     "pdf": ("corrupt PDF", extract_pdf),
-    "docx": ("corrupt DOCX", extract_docx),
+    "docx": ("corrupt DOCX", _uncapped(extract_docx)),
     "csv": ("malformed CSV", extract_csv),
     "tsv": ("malformed TSV", extract_tsv),
     "xlsx": ("corrupt XLSX", extract_xlsx),
@@ -54,17 +89,22 @@ _EXTRACTORS: dict[str, tuple[str, Callable[[bytes], Extracted]]] = {
 """Extension -> (how a failure is described in the one-line reason, extractor)."""
 
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(_EXTRACTORS)
+ZIP_EXTENSIONS: frozenset[str] = frozenset({"docx", "xlsx"})
+"""Formats that are zip archives: measured by ``archive.check_archive`` before parsing."""
 
 
-def extract(data: bytes, extension: str) -> Extracted:
+def extract(data: bytes, extension: str, limits: ExtractionLimits = DEFAULT_LIMITS) -> Extracted:
     """Turn the bytes of one file into text (and tables for tabular formats).
 
     Args:
         data: the whole file content.
         extension: lower- or upper-case extension, with or without the dot.
+        limits: the per-file caps (the defaults of the ``RAG_*`` settings unless given).
 
     Raises:
+        LimitExceeded: the file goes over a cap of ``limits``.
         ExtractionError: the format is unsupported or the content cannot be read.
+        MemoryError: the process ran out of memory (its limit) while extracting.
     """
     ext = extension.lower().lstrip(".")
     entry = _EXTRACTORS.get(ext)
@@ -74,13 +114,16 @@ def extract(data: bytes, extension: str) -> Extracted:
     if not data or data.isspace():
         return Extracted(text="", title=None, tables=[])
     try:
-        result = extractor(data)
-    except ExtractionError:
+        if ext in ZIP_EXTENSIONS:
+            check_archive(data, limits)
+        result = extractor(data, limits)
+    except (ExtractionError, MemoryError):
         raise
     except Exception as exc:
         # Parsers raise anything on hostile input (KeyError, ValueError, zipfile
         # and lxml errors, RecursionError...): all of it means "this file is broken".
         raise ExtractionError(f"{failure}: {one_line(exc)}") from exc
+    check_text_length(len(result.text), limits)
     return _sanitised(result)
 
 

@@ -1,8 +1,11 @@
-"""The shapes every extractor returns, and the one error they raise.
+"""The shapes every extractor returns, the caps it works under, and the errors it raises.
 
 Kept apart from ``__init__`` so the per-format modules can import them without
 a cycle. ``ExtractionError`` is a ``FileSkipped``: the engine reports the file in
-the run's ``errors`` and goes on, it never fails the whole run.
+the run's ``errors`` and goes on, it never fails the whole run. ``LimitExceeded``
+is the ``ExtractionError`` of a file that goes over one of ``ExtractionLimits``:
+the whole file is refused (nothing of it is indexed, its stored version stays),
+and the reason names the setting of the cap.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ragkeeper_rag.errors import FileSkipped
+
+MIB = 1024 * 1024
 
 REASON_MAX_CHARS = 200
 """A reason is one line of at most this many characters (it lands in stats JSON)."""
@@ -51,3 +56,53 @@ def one_line(exc: BaseException) -> str:
     if len(text) > REASON_MAX_CHARS:
         text = text[: REASON_MAX_CHARS - 3] + "..."
     return text
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractionLimits:
+    """Per-file caps against decompression bombs (``RAG_*`` settings, docs/architecture.md).
+
+    The first six bound what one file may turn into; the last two bound the worker
+    process that extracts it (``workers.py``).
+    """
+
+    max_uncompressed_bytes: int = 256 * MIB
+    """DOCX/XLSX: total declared uncompressed size of the zip's entries."""
+    max_zip_entries: int = 10_000
+    """DOCX/XLSX: entries in the zip."""
+    max_compression_ratio: int = 200
+    """DOCX/XLSX: uncompressed/compressed size of any entry above ``RATIO_MIN_BYTES``."""
+    max_rows: int = 100_000
+    """CSV/TSV/XLSX: data rows of all sheets together."""
+    max_pages: int = 2_000
+    """PDF: pages."""
+    max_text_chars: int = 5_000_000
+    """Every format: characters of extracted text."""
+    max_chunks: int = 10_000
+    """Every format: chunks the text is cut into."""
+    worker_memory_bytes: int = 512 * MIB
+    """Address space (``RLIMIT_AS``) of an extraction worker process; 0 = unlimited."""
+    file_timeout_seconds: float = 300.0
+    """Wall-clock seconds one file may take in a worker before the worker is killed."""
+
+
+DEFAULT_LIMITS = ExtractionLimits()
+
+
+class LimitExceeded(ExtractionError):
+    """A file goes over one of the per-file caps; the reason names the setting."""
+
+    @classmethod
+    def of(cls, what: str, setting: str, cap: float) -> LimitExceeded:
+        """``refused: <what> (over <setting>=<cap>)``; the one-argument form pickles as is."""
+        return cls(f"refused: {what} (over {setting}={cap})")
+
+
+def check_text_length(chars: int, limits: ExtractionLimits) -> None:
+    """Raise ``LimitExceeded`` once ``chars`` characters of text exceed the text cap."""
+    if chars > limits.max_text_chars:
+        raise LimitExceeded.of(
+            f"more than {limits.max_text_chars} characters of text",
+            "RAG_MAX_TEXT_CHARS_PER_FILE",
+            limits.max_text_chars,
+        )

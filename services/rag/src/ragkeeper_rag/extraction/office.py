@@ -6,7 +6,10 @@ needs a password is refused (``ExtractionError``), but one that is encrypted
 only with an *owner* password (print/copy restrictions, empty user password)
 opens in every viewer, so it is decrypted with the empty password and read.
 A page whose text cannot be extracted is skipped with a warning; a PDF where
-every page fails is an error.
+every page fails is an error. A PDF with more pages than ``max_pages`` is refused
+before any page is read, and reading stops as soon as the text exceeds
+``max_text_chars`` (a few KB of PDF can repeat one content stream on thousands of
+pages). The DOCX archive is measured before parsing (``archive.check_archive``).
 
 DOCX body content is read in document order (paragraphs and tables
 interleaved). Heading styles become ``#`` levels; when the document uses the
@@ -28,7 +31,15 @@ from docx.table import Table as DocxTable
 from docx.text.paragraph import Paragraph
 from pypdf import PasswordType, PdfReader
 
-from ragkeeper_rag.extraction.model import Extracted, ExtractionError, one_line
+from ragkeeper_rag.extraction.model import (
+    DEFAULT_LIMITS,
+    Extracted,
+    ExtractionError,
+    ExtractionLimits,
+    LimitExceeded,
+    check_text_length,
+    one_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +47,12 @@ MAX_HEADING_LEVEL = 6
 _HEADING_STYLE = re.compile(r"^heading\s*(\d)$", re.IGNORECASE)
 
 
-def extract_pdf(data: bytes) -> Extracted:
-    """Text of every page, in order; the title from the document information dictionary."""
+def extract_pdf(data: bytes, limits: ExtractionLimits = DEFAULT_LIMITS) -> Extracted:
+    """Text of every page, in order; the title from the document information dictionary.
+
+    Raises ``LimitExceeded`` before reading any page when the PDF has more pages than
+    ``limits.max_pages``, and as soon as the text read so far exceeds the text cap.
+    """
     reader = PdfReader(io.BytesIO(data), strict=False)
     if reader.is_encrypted:
         try:
@@ -46,9 +61,18 @@ def extract_pdf(data: bytes) -> Extracted:
             raise ExtractionError(f"encrypted PDF: cannot decrypt ({one_line(exc)})") from exc
         if opened == PasswordType.NOT_DECRYPTED:
             raise ExtractionError("encrypted PDF: a password is required to open it")
+    total = len(reader.pages)
+    if total > limits.max_pages:
+        raise LimitExceeded.of(f"{total} pages", "RAG_MAX_PAGES_PER_FILE", limits.max_pages)
+    pages = _page_texts(reader, total, limits)
+    return Extracted(text="\n\n".join(pages), title=_pdf_title(reader), tables=[])
+
+
+def _page_texts(reader: PdfReader, total: int, limits: ExtractionLimits) -> list[str]:
+    """The non-blank text of each page; unreadable pages are skipped (all unreadable: error)."""
     pages: list[str] = []
     failures: list[str] = []
-    total = len(reader.pages)
+    chars = 0
     for number, page in enumerate(reader.pages, 1):
         try:
             text = page.extract_text()
@@ -57,11 +81,13 @@ def extract_pdf(data: bytes) -> Extracted:
             continue
         if text.strip():
             pages.append(text.strip())
+            chars += len(pages[-1]) + 2
+            check_text_length(chars, limits)
     if failures:
         if len(failures) == total:
             raise ExtractionError(f"corrupt PDF: no page could be read ({failures[0]})")
         log.warning("skipped %s of %s PDF pages: %s", len(failures), total, failures[0])
-    return Extracted(text="\n\n".join(pages), title=_pdf_title(reader), tables=[])
+    return pages
 
 
 def _pdf_title(reader: PdfReader) -> str | None:

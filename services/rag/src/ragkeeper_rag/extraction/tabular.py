@@ -6,7 +6,10 @@ with SQL). The text rendering exists so the same facts are found by search: a
 so a chunk cut anywhere still says what each value means (a Markdown table
 would leave the header behind in the first chunk). The rendering is bounded
 (``MAX_TEXT_ROWS``/``MAX_TEXT_CHARS`` per table) so a 100,000-row export does not
-turn into thousands of embeddings; the rows themselves are never truncated.
+turn into thousands of embeddings; the rows themselves are never truncated. A file
+with more data rows than ``max_rows`` (all sheets together) is refused whole, and
+reading stops at the first row over the cap, so a sheet that expands to a million
+rows is never held in memory.
 
 CSV cells that look like plain integers or decimals become numbers so SQL over
 rows can compare them (``"007"`` and ``"1,5"`` stay strings: a leading zero or
@@ -29,7 +32,13 @@ from typing import Any
 
 import openpyxl
 
-from ragkeeper_rag.extraction.model import Extracted, Table
+from ragkeeper_rag.extraction.model import (
+    DEFAULT_LIMITS,
+    Extracted,
+    ExtractionLimits,
+    LimitExceeded,
+    Table,
+)
 from ragkeeper_rag.extraction.text import decode_text
 
 log = logging.getLogger(__name__)
@@ -45,20 +54,20 @@ _DECIMAL = re.compile(
 )
 
 
-def extract_csv(data: bytes) -> Extracted:
+def extract_csv(data: bytes, limits: ExtractionLimits = DEFAULT_LIMITS) -> Extracted:
     """Comma-separated (or whatever delimiter the sniffer finds) values."""
-    return _delimited(data, delimiter=None)
+    return _delimited(data, None, limits)
 
 
-def extract_tsv(data: bytes) -> Extracted:
+def extract_tsv(data: bytes, limits: ExtractionLimits = DEFAULT_LIMITS) -> Extracted:
     """Tab-separated values: the delimiter is known, quoting is still honoured."""
-    return _delimited(data, delimiter="\t")
+    return _delimited(data, "\t", limits)
 
 
-def _delimited(data: bytes, delimiter: str | None) -> Extracted:
+def _delimited(data: bytes, delimiter: str | None, limits: ExtractionLimits) -> Extracted:
     text = decode_text(data)
     reader = csv.reader(io.StringIO(text, newline=""), _dialect(text, delimiter))
-    table = build_table("", reader, _csv_value)
+    table = build_table("", reader, _csv_value, max_rows=limits.max_rows)
     tables = [table] if table is not None else []
     return Extracted(text=render_tables(tables, headed=False), title=None, tables=tables)
 
@@ -91,18 +100,23 @@ def _csv_value(raw: Any) -> Any:
     return value
 
 
-def extract_xlsx(data: bytes) -> Extracted:
+def extract_xlsx(data: bytes, limits: ExtractionLimits = DEFAULT_LIMITS) -> Extracted:
     """Every worksheet becomes a table and a ``# <sheet>`` section of text."""
     workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     try:
         tables: list[Table] = []
+        rows_left = limits.max_rows  # the cap holds for all sheets together
         for sheet in workbook.worksheets:
             if hasattr(sheet, "reset_dimensions"):
                 # Read-only mode trusts the stored dimension, which some writers get wrong.
                 sheet.reset_dimensions()
-            table = build_table(str(sheet.title), sheet.iter_rows(values_only=True), _xlsx_value)
+            raw = sheet.iter_rows(values_only=True)
+            table = build_table(
+                str(sheet.title), raw, _xlsx_value, max_rows=rows_left, cap=limits.max_rows
+            )
             if table is not None:
                 tables.append(table)
+                rows_left -= len(table.rows)
         title = (workbook.properties.title or "").strip() or None
     finally:
         workbook.close()
@@ -127,13 +141,20 @@ def _xlsx_value(value: Any) -> Any:
 
 
 def build_table(
-    sheet: str, raw_rows: Iterable[Sequence[Any]], convert: Callable[[Any], Any]
+    sheet: str,
+    raw_rows: Iterable[Sequence[Any]],
+    convert: Callable[[Any], Any],
+    *,
+    max_rows: int | None = None,
+    cap: int | None = None,
 ) -> Table | None:
     """A ``Table`` from raw rows: the first non-blank row is the header.
 
     Returns ``None`` when there is no non-blank row at all. Trailing columns
     that are blank everywhere (header included) are dropped; cells beyond the
-    header get ``column_<n>`` names.
+    header get ``column_<n>`` names. Reading stops with ``LimitExceeded`` at the
+    first data row beyond ``max_rows`` (``cap``, the per-file setting, is what the
+    reason names; it defaults to ``max_rows``).
     """
     header: list[Any] | None = None
     body: list[list[Any]] = []
@@ -146,8 +167,11 @@ def build_table(
         width = max(width, used)
         if header is None:
             header = values
-        else:
-            body.append(values)
+            continue
+        if max_rows is not None and len(body) >= max_rows:
+            limit = max_rows if cap is None else cap
+            raise LimitExceeded.of(f"more than {limit} rows", "RAG_MAX_ROWS_PER_FILE", limit)
+        body.append(values)
     if header is None:
         return None
     columns = column_names([header[i] if i < len(header) else None for i in range(width)])
