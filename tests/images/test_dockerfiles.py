@@ -167,6 +167,8 @@ def test_agent_image_matches_the_chart(chart_objects: list[dict[str, Any]]) -> N
     assert {int(p) for p in " ".join(final.values("EXPOSE")).split()} == chart_ports
     env = _env_of(final)
     assert (env["HOST"], int(env["PORT"])) == ("0.0.0.0", container["ports"][0]["containerPort"])
+    metrics = next(port for port in container["ports"] if port["name"] == "metrics")
+    assert int(env["METRICS_PORT"]) == metrics["containerPort"]
     assert "command" not in container, "the chart runs the image's ENTRYPOINT"
     healthcheck = " ".join(final.values("HEALTHCHECK"))
     assert container["livenessProbe"]["httpGet"]["path"] in healthcheck

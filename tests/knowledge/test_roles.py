@@ -312,11 +312,6 @@ async def test_a_dba_managed_database_migrates_without_createrole(pg_admin_url: 
         for duty in ("agent", "ingest", "sqlreader"):
             await admin.execute(f"CREATE ROLE {db}_{duty} NOLOGIN")
         await admin.execute(f"GRANT {db}_sqlreader TO {migrator}")
-        await admin.execute(
-            "DO $$ BEGIN CREATE ROLE ragkeeper_sql_reader NOLOGIN; "
-            "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-        )
-        await admin.execute(f"GRANT ragkeeper_sql_reader TO {migrator}")
         await admin.execute(f"CREATE ROLE {db}_agent_login LOGIN IN ROLE {db}_agent")
     finally:
         await admin.close()

@@ -126,9 +126,10 @@ def text_lines(lines: int) -> bytes:
     return b"BT /F1 12 Tf 14 TL 72 720 Td\n" + line * lines + b"ET"
 
 
-def slow_pdf() -> bytes:
-    """One page whose text takes pypdf several seconds (within every cap but the timeout)."""
-    return pdf_of(1, text_lines(30_000))
+def slow_pdf(lines: int = 60_000) -> bytes:
+    """One page whose text takes pypdf seconds: quadratic in ``lines`` (30,000: about 5 s,
+    60,000: about 18 s on one unloaded core); within every cap but the timeout."""
+    return pdf_of(1, text_lines(lines))
 
 
 def csv_rows(rows: int) -> bytes:

@@ -85,7 +85,6 @@ async def test_bombs_are_refused_by_the_default_caps(database_url: str, tmp_path
     for name, cap in expected.items():
         assert errors[name].startswith("refused: ") and cap in errors[name], errors[name]
     assert len(await indexed(database_url, f"ns/{tmp_path.name}")) == NORMAL_FILES
-    assert stats["duration"] < 60
 
 
 async def test_the_other_caps_and_the_worker_bounds(database_url: str, tmp_path: Path) -> None:
@@ -106,15 +105,17 @@ async def test_the_other_caps_and_the_worker_bounds(database_url: str, tmp_path:
         RAG_MAX_TEXT_CHARS_PER_FILE="200000",
         RAG_MAX_CHUNKS_PER_FILE="40",
         RAG_MAX_ROWS_PER_FILE="100000000",
-        RAG_WORKER_MEMORY_BYTES=str(384 * 1024 * 1024),  # reached in a second, not three
-        RAG_FILE_TIMEOUT_SECONDS="4",  # the slow PDF takes 6 s or more
+        RAG_WORKER_MEMORY_BYTES=str(384 * 1024 * 1024),  # reached in about a second
+        # Wide margins, so load does not decide: the slow PDF needs 18 s or more, the memory
+        # bomb reaches its limit within a few seconds even when retried alone after the kill.
+        RAG_FILE_TIMEOUT_SECONDS="12",
     )
     expected = {
         "big-body.docx": f"RAG_MAX_UNCOMPRESSED_BYTES={4 * 1024 * 1024}",
         "text.pdf": "RAG_MAX_TEXT_CHARS_PER_FILE=200000",
         "many-chunks.md": "RAG_MAX_CHUNKS_PER_FILE=40",
         "memory.csv": f"ran out of memory (over RAG_WORKER_MEMORY_BYTES={384 * 1024 * 1024})",
-        "slow.pdf": "RAG_FILE_TIMEOUT_SECONDS=4",
+        "slow.pdf": "RAG_FILE_TIMEOUT_SECONDS=12",
     }
     for name, cap in expected.items():
         assert errors[name].startswith("refused: ") and cap in errors[name], errors[name]

@@ -43,29 +43,32 @@ CREATE VIEW tabular_datasets AS
     FROM document_metadata
     WHERE schema IS NOT NULL;
 
--- The SQL tool's reader: a NOLOGIN role that may read document_rows and tabular_datasets and
--- nothing else. Roles are cluster-wide, so create it once (several databases may share a cluster).
+-- The SQL tool's reader up to revision 0003, which replaces it with a reader per database.
+-- Created when it may be (roles are cluster-wide, so once); only used when the migrating role
+-- can SET ROLE to it. Otherwise (a migrator without CREATEROLE, or a reader another database's
+-- migrator made) the function below stays with the migrator until 0003 hands it over.
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ragkeeper_sql_reader') THEN
         BEGIN
             CREATE ROLE ragkeeper_sql_reader NOLOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE;
-        EXCEPTION WHEN duplicate_object OR unique_violation THEN
-            NULL;  -- another database's migration created it concurrently
+        EXCEPTION WHEN duplicate_object OR unique_violation OR insufficient_privilege THEN
+            NULL;  -- created concurrently by another database's migration, or not ours to create
         END;
     END IF;
-    -- A non-superuser migrator (CREATEROLE) must be able to SET ROLE to hand the function over.
-    IF NOT pg_has_role(current_user, 'ragkeeper_sql_reader', 'SET') THEN
-        EXECUTE format('GRANT ragkeeper_sql_reader TO %I', current_user);
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'ragkeeper_sql_reader')
+       AND NOT pg_has_role(current_user, 'ragkeeper_sql_reader', 'SET') THEN
+        BEGIN
+            EXECUTE format('GRANT ragkeeper_sql_reader TO %I', current_user);
+        EXCEPTION WHEN insufficient_privilege THEN
+            NULL;  -- another role's reader: not used here
+        END;
     END IF;
 END
 $$;
 
 CREATE SCHEMA ragkeeper_sql;
 REVOKE ALL ON SCHEMA ragkeeper_sql FROM PUBLIC;
-GRANT USAGE ON SCHEMA ragkeeper_sql TO ragkeeper_sql_reader;
-GRANT USAGE ON SCHEMA public TO ragkeeper_sql_reader;
-GRANT SELECT ON document_rows, tabular_datasets TO ragkeeper_sql_reader;
 
 -- Runs one SELECT as ragkeeper_sql_reader. SECURITY DEFINER makes the reader the current user
 -- for the whole query, and Postgres refuses SET ROLE / set_config('role', ...) and
@@ -96,10 +99,21 @@ BEGIN
 END
 $fn$;
 
--- Hand the function to the reader; it needs CREATE on the schema only for the ownership change.
-GRANT CREATE ON SCHEMA ragkeeper_sql TO ragkeeper_sql_reader;
-ALTER FUNCTION ragkeeper_sql.run_readonly_query(text, integer) OWNER TO ragkeeper_sql_reader;
-REVOKE CREATE ON SCHEMA ragkeeper_sql FROM ragkeeper_sql_reader;
+-- Hand the function to the reader when it is usable; it needs CREATE on the schema only for the
+-- ownership change.
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'ragkeeper_sql_reader')
+       AND pg_has_role(current_user, 'ragkeeper_sql_reader', 'SET') THEN
+        GRANT USAGE ON SCHEMA ragkeeper_sql TO ragkeeper_sql_reader;
+        GRANT USAGE ON SCHEMA public TO ragkeeper_sql_reader;
+        GRANT SELECT ON document_rows, tabular_datasets TO ragkeeper_sql_reader;
+        GRANT CREATE ON SCHEMA ragkeeper_sql TO ragkeeper_sql_reader;
+        ALTER FUNCTION ragkeeper_sql.run_readonly_query(text, integer) OWNER TO ragkeeper_sql_reader;
+        REVOKE CREATE ON SCHEMA ragkeeper_sql FROM ragkeeper_sql_reader;
+    END IF;
+END
+$$;
 
 -- Only the migrating (application) role may call it; granted after the ownership change,
 -- which would otherwise fold the old owner's grants into the new owner's.
