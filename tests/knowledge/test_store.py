@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -191,6 +193,35 @@ async def test_hybrid_search_finds_rare_codes_vectors_miss(store: KnowledgeStore
     assert hits[0].document_id == "p-h:codes"
     assert hits[0].text_rank == 1
     assert hits[0].vector_rank is not None and hits[0].vector_rank > 1
+
+
+KESTREL_GUIDE = Path(__file__).parents[2] / "examples" / "docs" / "kestrel-quick-start.txt"
+
+
+async def test_text_arm_ranks_rare_terms_first(store: KnowledgeStore) -> None:
+    """Invariant 6: a rare query term counts for more than common ones.
+
+    "reset" is in one section of the quick-start guide; "Kestrel" and "thermostat" are in the
+    title of every section and all over the FAQ. The RESETTING section ranks first in the text
+    arm although other chunks repeat the common words far more often.
+    """
+    title = "KESTREL K2 SMART THERMOSTAT - QUICK START GUIDE"
+    sections = re.split(r"\n\n(?=[A-Z ]+\n)", KESTREL_GUIDE.read_text())[1:]
+    await store.replace_document(
+        doc("p-kestrel", "quick-start", [chunk(s, vec(2), title=title) for s in sections])
+    )
+    faq = [
+        f"Kestrel thermostat question {i}: the Kestrel K2 thermostat and the Kestrel app. "
+        "Does the Kestrel thermostat work with my Kestrel wall plate? The thermostat does."
+        for i in range(12)
+    ]
+    await store.replace_document(
+        doc("p-kestrel", "faq", [chunk(t, vec(2), title="Kestrel thermostat FAQ") for t in faq])
+    )
+    hits = await store.search("How do I reset the Kestrel thermostat?", vec(4), k=40)
+    by_text = sorted((h for h in hits if h.text_rank is not None), key=lambda h: h.text_rank or 0)
+    assert by_text[0].content.startswith("RESETTING"), [h.content[:30] for h in by_text[:3]]
+    assert by_text[0].text_rank == 1
 
 
 async def test_list_and_read_documents(store: KnowledgeStore) -> None:

@@ -20,7 +20,11 @@ Why it looks like this (the invariants are those of docs/architecture.md):
   ``ensure_vector_index`` builds the HNSW index after the first load (faster
   than growing it row by row); search runs HNSW cosine and Postgres full-text
   rankings, each filtered by pipeline/metadata, fused by reciprocal rank,
-  because names, codes and rare words are where vectors alone fail.
+  because names, codes and rare words are where vectors alone fail. The
+  statement is built so its plan is right: filter clauses only when given, the
+  vector arm's LIMIT directly on the HNSW index (row numbers after it), and a
+  text arm that ranks only what the GIN index pre-limits (AND first, else
+  per-term capped matches weighted by their rarity).
 """
 
 from __future__ import annotations
@@ -51,34 +55,75 @@ RRF_K = 60
 MAX_VECTOR_INDEX_DIM = 2000
 
 
-# The hybrid query. Only constants and the vector expression are formatted in; every value
-# from the caller is a bind parameter ($1 query vector, $2 text, $3 pipeline, $4 filter,
-# $5 candidates, $6 k).
+# Full text: at most this many chunks per match (the AND match, and each term's match in the
+# OR fallback) come from the GIN index, and at most TEXT_RERANK are ranked with ts_rank_cd.
+TEXT_MATCH_CAP = 1000
+TEXT_RERANK = 200
+
+# Per search transaction. pgvector >= 0.8: keep scanning the HNSW graph until filtered results
+# fill LIMIT (relaxed order: the vector arm re-sorts its rows by distance); ef_search ($1) at
+# least the number of candidates.
+SEARCH_SETTINGS_SQL = (
+    "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
+    " set_config('hnsw.ef_search', $1, true)"
+)
+
+# The hybrid query, built by search_statement(). Formatted in are only constants, the vector
+# expression and the filter clauses (which name bind parameters); every value from the caller
+# is a bind parameter ($1 query vector, $2 text, $3 candidates, $4 k, then pipeline and filter).
 _HYBRID_SQL = """
-WITH q AS (
-    SELECT replace(websearch_to_tsquery('english', $2)::text, ' & ', ' | ') AS e,
-           replace(websearch_to_tsquery('simple', $2)::text, ' & ', ' | ') AS s
+WITH vec AS (  -- LIMIT on the HNSW index scan; row numbers only after it
+    SELECT v.id, row_number() OVER (ORDER BY v.dist, v.id) AS rank
+    FROM (
+        SELECT d.id, {vec} AS dist
+        FROM documents d
+        WHERE d.embedding IS NOT NULL{filters}
+        ORDER BY {vec}
+        LIMIT $3
+    ) v
 ), tq AS (
-    SELECT CASE WHEN e = '' THEN NULL ELSE e::tsquery END AS e,
-           CASE WHEN s = '' THEN NULL ELSE s::tsquery END AS s FROM q
-), vec AS (
-    SELECT d.id, row_number() OVER (ORDER BY {vec}) AS rank
-    FROM documents d
-    WHERE d.embedding IS NOT NULL
-      AND ($3::text IS NULL OR d.pipeline_id = $3)
-      AND d.metadata @> $4::jsonb
-    ORDER BY {vec}
-    LIMIT $5
-), txt AS (
-    SELECT d.id, row_number() OVER (
-               ORDER BY ts_rank_cd(d.fts, coalesce(tq.e || tq.s, tq.e, tq.s)) DESC
-           ) AS rank
+    SELECT nullif(websearch_to_tsquery('english', $2), ''::tsquery) AS e,
+           nullif(websearch_to_tsquery('simple', $2), ''::tsquery) AS s
+), hit AS MATERIALIZED (  -- AND semantics, at most the cap from the GIN index
+    SELECT d.id
     FROM documents d, tq
-    WHERE (d.fts @@ tq.e OR d.fts @@ tq.s)
-      AND ($3::text IS NULL OR d.pipeline_id = $3)
-      AND d.metadata @> $4::jsonb
-    ORDER BY ts_rank_cd(d.fts, coalesce(tq.e || tq.s, tq.e, tq.s)) DESC
-    LIMIT $5
+    WHERE (d.fts @@ tq.e OR d.fts @@ tq.s){filters}
+    LIMIT {cap}
+), lex AS MATERIALIZED (  -- OR fallback only: the query's terms as one-lexeme queries
+    SELECT w, ('''' || replace(replace(w, '\\', '\\\\'), '''', '''''') || '''')::tsquery AS q
+    FROM (
+        SELECT unnest(tsvector_to_array(to_tsvector('english', $2))) AS w
+        UNION
+        SELECT w FROM unnest(tsvector_to_array(to_tsvector('simple', $2))) AS w
+        WHERE to_tsvector('english', w) <> ''::tsvector
+    ) x
+    WHERE (SELECT count(*) FROM hit) < $3
+), pair AS MATERIALIZED (  -- each term's matches, capped: the count is its capped df
+    SELECT lex.w, m.id
+    FROM lex CROSS JOIN LATERAL (
+        SELECT d.id FROM documents d WHERE d.fts @@ lex.q{filters} LIMIT {cap}
+    ) m
+), weight AS MATERIALIZED (  -- rarer terms weigh more
+    SELECT lex.w, lex.q, ln(1 + {cap}.0 / count(*)) AS idf
+    FROM lex JOIN pair ON pair.w = lex.w
+    GROUP BY lex.w, lex.q
+), cand AS (  -- the AND matches when enough, else the best by weights found
+    SELECT id FROM hit WHERE (SELECT count(*) FROM hit) >= $3
+    UNION ALL
+    (SELECT pair.id FROM pair JOIN weight ON weight.w = pair.w
+     GROUP BY pair.id ORDER BY sum(weight.idf) DESC, pair.id LIMIT {rerank})
+), scored AS (  -- weights of every matched term, then cover density
+    SELECT c.id,
+           coalesce((SELECT sum(w.idf) FROM weight w WHERE d.fts @@ w.q), 0) AS idf,
+           ts_rank_cd(d.fts, coalesce(
+               (SELECT string_agg(w.q::text, ' | ')::tsquery FROM weight w),
+               tq.e || tq.s, tq.e, tq.s)) AS cd
+    FROM cand c JOIN documents d ON d.id = c.id, tq
+), txt AS (
+    SELECT id, row_number() OVER (ORDER BY idf DESC, cd DESC, id) AS rank
+    FROM scored
+    ORDER BY idf DESC, cd DESC, id
+    LIMIT $3
 ), fused AS (
     SELECT coalesce(vec.id, txt.id) AS id, vec.rank AS vrank, txt.rank AS trank,
            coalesce(1.0 / ({rrf_k} + vec.rank), 0)
@@ -91,7 +136,7 @@ FROM fused f
 JOIN documents d ON d.id = f.id
 JOIN document_metadata m ON m.id = d.document_id
 ORDER BY f.score DESC, d.id
-LIMIT $6
+LIMIT $4
 """  # nosec B608
 
 
@@ -338,6 +383,40 @@ class KnowledgeStore:
         )
         return int(count)
 
+    async def search_statement(
+        self,
+        query: str,
+        query_embedding: Sequence[float],
+        *,
+        k: int = 5,
+        pipeline_id: str | None = None,
+        metadata_filter: Mapping[str, Any] | None = None,
+        candidates: int = 40,
+    ) -> tuple[str, list[Any]]:
+        """The SQL and bind arguments ``search`` runs for these arguments.
+
+        Filter clauses are present only when a pipeline or a non-empty metadata filter is
+        given: a predicate that always matches still steers the planner away from the HNSW
+        index (docs/architecture.md, invariant 6).
+        """
+        k = max(1, min(k, 100))
+        args: list[Any] = [list(query_embedding), query, max(candidates, k), k]
+        filters = ""
+        if pipeline_id is not None:
+            args.append(pipeline_id)
+            filters += f" AND d.pipeline_id = ${len(args)}"
+        if metadata_filter:
+            args.append(json.dumps(dict(metadata_filter)))
+            filters += f" AND d.metadata @> ${len(args)}::jsonb"
+        sql = _HYBRID_SQL.format(
+            vec=await self._vector_expr(),
+            filters=filters,
+            cap=TEXT_MATCH_CAP,
+            rerank=TEXT_RERANK,
+            rrf_k=RRF_K,
+        )
+        return sql, args
+
     async def search(
         self,
         query: str,
@@ -353,21 +432,17 @@ class KnowledgeStore:
         ``metadata_filter`` matches chunk metadata by containment (``@>``), e.g.
         ``{"mime_type": "application/pdf"}``.
         """
-        k = max(1, min(k, 100))
-        candidates = max(candidates, k)
-        vec = await self._vector_expr()
-        flt = json.dumps(dict(metadata_filter or {}))
-        sql = _HYBRID_SQL.format(vec=vec, rrf_k=RRF_K)
+        sql, args = await self.search_statement(
+            query,
+            query_embedding,
+            k=k,
+            pipeline_id=pipeline_id,
+            metadata_filter=metadata_filter,
+            candidates=candidates,
+        )
         async with self._pool.acquire() as conn, conn.transaction():
-            # pgvector >= 0.8: keep scanning the HNSW graph until filtered results fill LIMIT.
-            await conn.execute(
-                "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-                " set_config('hnsw.ef_search', $1, true)",
-                str(max(40, candidates)),
-            )
-            rows = await conn.fetch(
-                sql, list(query_embedding), query, pipeline_id, flt, candidates, k
-            )
+            await conn.execute(SEARCH_SETTINGS_SQL, str(max(40, args[2])))
+            rows = await conn.fetch(sql, *args)
         return [
             SearchHit(
                 chunk_id=r["id"],
