@@ -68,6 +68,21 @@ RESERVED_AGENT_ENV = (
     "|AUTH_.*|RATE_LIMIT_PER_MINUTE|CORS_ORIGINS|WEB_.*|OTEL_.*)$"
 )
 
+# A Postgres memory setting with a unit Postgres accepts (the bundled database's `-c` flags).
+_PG_MEMORY = {"type": "string", "pattern": "^[1-9][0-9]*(kB|MB|GB|TB)$"}
+# database.bundled.postgres.extraSettings: any other setting, not one of the named four again.
+_PG_EXTRA = {
+    "type": "object",
+    "propertyNames": {
+        "pattern": "^[a-z][a-z0-9_.]*$",
+        "not": {
+            "pattern": "^(shared_buffers|effective_cache_size|maintenance_work_mem"
+            "|max_parallel_maintenance_workers)$"
+        },
+    },
+    "additionalProperties": {"type": ["string", "number", "boolean"]},
+}
+
 # ragkeeper_knowledge's EmbeddingProvider minus "hashing" (a test double); tests keep them equal.
 EMBEDDING_PROVIDERS = ("offline", "openai", "ollama", "vllm", "tei")
 
@@ -81,6 +96,7 @@ FREE_FORM: dict[str, dict[str, Any]] = {
     "nodeSelector": _STRING_MAP,
     "jobPodLabels": _STRING_MAP,
     "affinity": {"type": "object"},
+    "extraSettings": _PG_EXTRA,
 }
 
 # Rules a default cannot express, merged into the generated property schemas.
@@ -90,6 +106,10 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "security.runAsGroup": {"minimum": 1},
     "database.secretKey": {"minLength": 1},
     "database.bundled.runAsUser": {"minimum": 1},
+    "database.bundled.postgres.sharedBuffers": _PG_MEMORY,
+    "database.bundled.postgres.effectiveCacheSize": _PG_MEMORY,
+    "database.bundled.postgres.maintenanceWorkMem": _PG_MEMORY,
+    "database.bundled.postgres.maxParallelMaintenanceWorkers": {"minimum": 0, "maximum": 64},
     "embedding.provider": {"enum": list(EMBEDDING_PROVIDERS)},
     "agent.replicaCount": {"minimum": 1},
     "agent.shutdownGraceSeconds": {"minimum": 0, "maximum": 600},
