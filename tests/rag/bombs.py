@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 import zlib
 from collections.abc import Iterable
+from pathlib import Path
+
+from ragkeeper_rag.chunking import ChunkPiece
+from ragkeeper_rag.extraction import Extracted, ExtractionLimits
 
 _CONTENT_TYPES = (
     '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
@@ -134,3 +139,21 @@ def slow_pdf(lines: int = 60_000) -> bytes:
 
 def csv_rows(rows: int) -> bytes:
     return b"a,b\n" + b"1,2\n" * rows
+
+
+def scripted_work(
+    data: bytes, extension: str, size: int, overlap: int, limits: ExtractionLimits
+) -> tuple[Extracted, list[ChunkPiece]]:
+    """A stand-in for ``extract_and_chunk`` that a test scripts through ``data``.
+
+    ``quick`` returns at once. ``stuck:<marker>`` touches the marker and never returns.
+    ``once:<marker>`` does the same the first time, and returns at once when retried (the
+    marker exists by then): so it is surely in flight when its pool is killed.
+    """
+    verb, _, path = data.decode().partition(":")
+    if verb == "once" and Path(path).exists():
+        return Extracted(text="retried", title=None, tables=[]), []
+    if verb in ("once", "stuck"):
+        Path(path).touch()
+        time.sleep(3600)
+    return Extracted(text="quick", title=None, tables=[]), []

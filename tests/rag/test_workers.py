@@ -26,7 +26,7 @@ from ragkeeper_rag.workers import (
     resolve_workers,
 )
 
-from .bombs import slow_pdf
+from .bombs import scripted_work
 from .corpus import docx_bytes, write_mixed_corpus
 from .test_sync_local import CountingEmbedder, snapshot, source
 
@@ -213,11 +213,18 @@ async def test_files_that_can_expand_go_to_a_worker_even_in_a_thread_run(workers
 
 
 async def test_a_file_over_the_worker_memory_limit_is_reported_and_the_pool_renewed() -> None:
-    """RLIMIT_AS turns a runaway allocation into MemoryError: that file's error, not the job's."""
-    limits = ExtractionLimits(max_rows=10_000_000, worker_memory_bytes=400 * 1024 * 1024)
+    """RLIMIT_AS turns a runaway allocation into MemoryError: that file's error, not the job's.
+
+    The workers have extracted a file first: a worker that had, and then sent the parser's
+    own MemoryError back, hung on its way out until the timeout (here 60 s, not 300).
+    """
+    limits = ExtractionLimits(
+        max_rows=10_000_000, worker_memory_bytes=384 * 1024 * 1024, file_timeout_seconds=60
+    )
     extractor = Extractor(2, size=600, overlap=80, limits=limits, pool_min_files=0)
     rows = b"a,b\n" + b"1,2\n" * 3_000_000  # ~1.4 GB as Python rows
     try:
+        await extractor(b"# Warm\n\nup", ".md")
         with pytest.raises(FileSkipped, match=r"out of memory \(over RAG_WORKER_MEMORY_BYTES="):
             await extractor(rows, ".csv")
         extracted, _ = await extractor(b"# Fine\n\nafter", ".md")
@@ -227,30 +234,40 @@ async def test_a_file_over_the_worker_memory_limit_is_reported_and_the_pool_rene
         await extractor.aclose()
 
 
-async def test_a_file_over_the_timeout_is_reported_and_its_neighbour_retried() -> None:
+async def test_a_file_over_the_timeout_is_reported_and_its_neighbour_retried(
+    tmp_path: Path,
+) -> None:
     """The stuck worker is killed; the file in the pool's other worker is retried, not lost.
 
-    The margins are wide so that load does not decide the outcome: the slow file needs 18 s
-    or more (killed at 10 s); its neighbour, started at 7 s, needs about 5 s, so it is in
-    flight at the kill and finishes alone well within the timeout even twice as slow.
+    Scripted workers (``scripted_work``) make the order certain whatever the load: the stuck
+    file and its neighbour are both running when the timeout kills the pool, and the
+    neighbour's own deadline comes a second after the stuck file's.
     """
-    limits = ExtractionLimits(file_timeout_seconds=10.0, max_chunks=100_000)
-    extractor = Extractor(2, size=600, overlap=80, limits=limits, pool_min_files=0)
-    neighbour = slow_pdf(30_000)
+    limits = ExtractionLimits(file_timeout_seconds=4.0)
+    extractor = Extractor(
+        2, size=600, overlap=80, limits=limits, pool_min_files=0, work=scripted_work
+    )
+    stuck, neighbour = tmp_path / "stuck", tmp_path / "neighbour"
 
-    async def later() -> str:
-        await asyncio.sleep(7.0)
-        return (await extractor(neighbour, ".pdf"))[0].text
+    async def after(marker: Path, delay: float, data: bytes) -> str:
+        while not marker.exists():
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(delay)
+        return (await extractor(data, ".pdf"))[0].text
 
     try:
+        await asyncio.gather(extractor(b"quick", ".pdf"), extractor(b"quick", ".pdf"))
+        assert extractor.pools_started == 1  # both workers up before the clock matters
         slow, text = await asyncio.gather(
-            extractor(slow_pdf(), ".pdf"), later(), return_exceptions=True
+            extractor(f"stuck:{stuck}".encode(), ".pdf"),
+            after(stuck, 1.0, f"once:{neighbour}".encode()),
+            return_exceptions=True,
         )
         assert isinstance(slow, FileSkipped), slow
         assert str(slow) == (
-            "refused: extraction took longer than RAG_FILE_TIMEOUT_SECONDS=10; worker replaced"
+            "refused: extraction took longer than RAG_FILE_TIMEOUT_SECONDS=4; worker replaced"
         )
-        assert isinstance(text, str) and text.startswith("lorem ipsum"), text
-        assert extractor.pools_started == 2
+        assert text == "retried", text  # it was in flight at the kill, then ran again
+        assert extractor.pools_started == 2  # the killed one, and the fresh one of the retry
     finally:
         await extractor.aclose()

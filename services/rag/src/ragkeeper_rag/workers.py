@@ -146,6 +146,21 @@ def extract_and_chunk(
 Result = tuple[Extracted, list[ChunkPiece]]
 
 
+def _released_on_memory_error(work: Callable[..., Result], *args: object) -> Result:
+    """Run ``work``; on ``MemoryError``, drop what it built before reporting it.
+
+    The first ``MemoryError``'s traceback keeps every frame of the parser alive, with the
+    memory it filled. Sending that back (the pool formats the traceback) needs memory the
+    worker no longer has, and a worker that fails there hangs on its way out. Past the
+    ``except`` block the traceback and its frames are gone, so a fresh, small error goes back.
+    """
+    try:
+        return work(*args)
+    except MemoryError:
+        pass
+    raise MemoryError("extraction ran out of memory")
+
+
 class Extractor:
     """Runs :func:`extract_and_chunk` in worker processes, or small plain files in a thread.
 
@@ -163,7 +178,11 @@ class Extractor:
         limits: ExtractionLimits = DEFAULT_LIMITS,
         pool_min_files: int = POOL_MIN_FILES,
         recycle_files: int = RECYCLE_FILES,
+        work: Callable[[bytes, str, int, int, ExtractionLimits], Result] | None = None,
     ) -> None:
+        """``work`` replaces :func:`extract_and_chunk` (a module-level function, so workers
+        can import it): tests script the workers' behaviour with it."""
+        self._work = work or extract_and_chunk
         self.workers = max(1, workers)
         self.threaded = self.workers == 1
         """Whether small plain files go to a thread (one worker, or a small run)."""
@@ -182,7 +201,13 @@ class Extractor:
 
     async def __call__(self, data: bytes, extension: str) -> Result:
         job = functools.partial(
-            extract_and_chunk, data, extension, self._size, self._overlap, self._limits
+            _released_on_memory_error,
+            self._work,
+            data,
+            extension,
+            self._size,
+            self._overlap,
+            self._limits,
         )
         ext = extension.lower().lstrip(".")
         if self.threaded and ext in THREAD_EXTENSIONS and len(data) <= THREAD_MAX_BYTES:
