@@ -324,3 +324,39 @@ async def test_a_dba_managed_database_migrates_without_createrole(pg_admin_url: 
         assert await KnowledgeStore(pool).count_documents() == 0
     finally:
         await pool.close()
+
+
+async def test_logins_without_a_password_and_one_dsn_for_all(pg_admin_url: str) -> None:
+    """A DSN without a password (certificate or trust authentication) provisions a role without
+    one; a DSN naming the migrator itself (one login for everything) is left alone."""
+    tag = uuid.uuid4().hex[:6]
+    db, migrator, agent = f"nopw_{tag}", f"migrator_{tag}", f"agent_{tag}"
+    admin = await asyncpg.connect(pg_admin_url)
+    try:
+        await admin.execute(f"CREATE ROLE {migrator} LOGIN CREATEROLE")
+        await _make_database(pg_admin_url, db, migrator)
+    finally:
+        await admin.close()
+    own = re.sub(r"^postgresql://[^@]*@", f"postgresql://{migrator}@", pg_admin_url)
+    own = re.sub(r"/postgres\?", f"/{db}?", own, count=1)
+    no_password = own.replace(f"//{migrator}@", f"//{agent}@")
+    logins = {"AGENT_DATABASE_URL": no_password, "INGEST_DATABASE_URL": own}
+    assert await migrate_dsn(own, logins) == head_revision()
+    admin = await asyncpg.connect(_as(pg_admin_url, "postgres", db))
+    try:
+        row = await admin.fetchrow(
+            "SELECT rolcanlogin, rolpassword IS NULL AS no_password, "
+            "pg_has_role(rolname, $2, 'MEMBER') AS member FROM pg_authid WHERE rolname = $1",
+            agent,
+            f"{db}_agent",
+        )
+        ingest_members = await admin.fetchval(
+            "SELECT count(*) FROM pg_auth_members "
+            "WHERE roleid = $1::regrole AND member <> $2::regrole",
+            f"{db}_ingest",
+            migrator,
+        )
+    finally:
+        await admin.close()
+    assert dict(row) == {"rolcanlogin": True, "no_password": True, "member": True}
+    assert ingest_members == 0  # the migrator's own DSN provisions nobody

@@ -25,12 +25,17 @@ logger = logging.getLogger(__name__)
 LOGIN_ENV = {"agent": "AGENT_DATABASE_URL", "ingest": "INGEST_DATABASE_URL"}
 
 
-def dsn_credentials(dsn: str) -> tuple[str, str]:
-    """User and password of a ``postgresql://user:password@host/db`` DSN."""
+def dsn_credentials(dsn: str) -> tuple[str, str | None]:
+    """User and password of a ``postgresql://user[:password]@host/db`` DSN.
+
+    No password is fine (certificate or peer authentication): the role is then provisioned
+    without one, and an existing role keeps its own.
+    """
     parts = urlsplit(dsn)
-    if not parts.username or parts.password is None:
-        raise ConfigurationError("a login DSN must carry a user name and a password")
-    return unquote(parts.username), unquote(parts.password)
+    if not parts.username:
+        raise ConfigurationError("a login DSN must carry a user name")
+    password = None if parts.password is None else unquote(parts.password)
+    return unquote(parts.username), password
 
 
 async def role_name(conn: asyncpg.Connection, duty: str) -> str:
@@ -67,15 +72,17 @@ async def provision_logins(conn: asyncpg.Connection, env: Mapping[str, str]) -> 
     return done
 
 
-async def _provision(conn: asyncpg.Connection, user: str, password: str, group: str) -> None:
+async def _provision(conn: asyncpg.Connection, user: str, password: str | None, group: str) -> None:
     """One login role: created or its password updated, a member of ``group`` and nothing else."""
     exists = await conn.fetchval("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)", user)
     verb = "ALTER ROLE %I WITH" if exists else "CREATE ROLE %I"
+    secret = "" if password is None else " PASSWORD %L"
     # format() quotes the name and the password server-side; nothing is interpolated here.
     statement = await conn.fetchval(
-        "SELECT format($1::text || ' LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L', "
-        "$2::text, $3::text)",
+        "SELECT format($1::text || ' LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE' || $2::text, "
+        "$3::text, $4::text)",
         verb,
+        secret,
         user,
         password,
     )
