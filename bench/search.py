@@ -17,7 +17,7 @@ Per size, on questions of 5–10 words from the corpus' vocabulary (half with a 
 p50/p99 of ``KnowledgeStore.search`` (k=5, default candidates) and of ``POST /api/search``
 through the real agent app (uvicorn subprocess, auth disabled, hashing embedder), at concurrency
 1 and 16; anchors in the same run: pgvector's HNSW alone, Postgres full text alone (AND,
-``ts_rank_cd``), exact vector search (no index), the hybrid query before issue 14; vector
+``ts_rank_cd``), exact vector search (no index), a naive hybrid query; vector
 recall@10 of HNSW against exact search; index build times and sizes; the shared buffers the
 queries touched. Figures are for this machine and this run; nothing here gates CI.
 """
@@ -44,6 +44,7 @@ import numpy as np
 from bench import _search_corpus as corpus
 from bench.agent import start as start_agent
 from bench.agent import wait_ready
+from ragkeeper_knowledge.store import EF_SEARCH
 from tests.support import free_port
 
 DEFAULT_SIZES = [20_000, 100_000, 300_000, 1_000_000]
@@ -381,8 +382,9 @@ async def measure_api(dsn: str, qs: list[tuple[str, np.ndarray]]) -> dict[str, A
         proc.wait(timeout=30)
 
 
-# The hybrid query the issue measured (OR-ed terms, an always-present metadata predicate), kept
-# here as the anchor "before": the same bind parameters as KnowledgeStore.search.
+# A naive hybrid query, the anchor "before": OR-ed terms ranked in full, and a metadata predicate
+# present even when empty (which steers the planner off the HNSW index); the same bind
+# parameters as KnowledgeStore.search.
 BEFORE_SQL = """
 WITH q AS (
     SELECT replace(websearch_to_tsquery('english', $2)::text, ' & ', ' | ') AS e,
@@ -439,7 +441,7 @@ def print_size(size: int, built: dict[str, Any], m: dict[str, Any]) -> None:
         ("hnsw", "anchor: pgvector HNSW alone (LIMIT 10)"),
         ("fts", "anchor: full text alone (AND, ts_rank_cd, LIMIT 10)"),
         ("exact", "anchor: exact vector search (no index)"),
-        ("before", "anchor: the hybrid query before issue 14"),
+        ("before", "anchor: naive hybrid query (OR, filter always on)"),
     ]:
         r = m[key]
         print(f"  {label:<54} p50 {r['p50_ms']:>8.1f} ms  p99 {r['p99_ms']:>8.1f} ms  (n={r['n']})")
@@ -518,7 +520,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=DEFAULT_SIZES)
     parser.add_argument("--queries", type=int, default=200, help="questions per measurement")
     parser.add_argument("--recall-queries", type=int, default=100)
-    parser.add_argument("--ef-search", type=int, default=40, help="as KnowledgeStore.search sets")
+    parser.add_argument(
+        "--ef-search", type=int, default=EF_SEARCH, help="as KnowledgeStore.search sets"
+    )
     parser.add_argument("--before-budget", type=float, default=60.0, help="seconds per size")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/rk-bench-search"))
     parser.add_argument("--keep", action="store_true", help="keep the data dir for the next run")

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from ragkeeper_knowledge import KnowledgeStore
-from ragkeeper_knowledge.store import SEARCH_SETTINGS_SQL, TEXT_MATCH_CAP
+from ragkeeper_knowledge.store import EF_SEARCH, SEARCH_SETTINGS_SQL, TEXT_MATCH_CAP
 
 CHUNKS = 20_000
 PER_DOCUMENT = 10
@@ -101,7 +101,7 @@ def _query_vector(seed: int = 5) -> list[float]:
 async def _explain(store: KnowledgeStore, options: str, **request: Any) -> dict[str, Any]:
     sql, args = await store.search_statement(QUESTION, _query_vector(), k=5, **request)
     async with store.pool.acquire() as conn, conn.transaction():
-        await conn.execute(SEARCH_SETTINGS_SQL, "40")
+        await conn.execute(SEARCH_SETTINGS_SQL, str(EF_SEARCH))
         plan = await conn.fetchval(f"EXPLAIN ({options}, FORMAT JSON) {sql}", *args)
     return json.loads(plan)[0]["Plan"]  # type: ignore[no-any-return]
 

@@ -60,9 +60,14 @@ MAX_VECTOR_INDEX_DIM = 2000
 TEXT_MATCH_CAP = 1000
 TEXT_RERANK = 200
 
+# Nodes the HNSW search keeps in view (hnsw.ef_search). pgvector's default, 40, finds the exact
+# ten nearest up to 300k chunks but only 74% of them at 1M; 200 keeps recall@10 at 0.97 there
+# for ~3 ms more (bench/search.py, docs/performance.md "Search").
+EF_SEARCH = 200
+
 # Per search transaction. pgvector >= 0.8: keep scanning the HNSW graph until filtered results
 # fill LIMIT (relaxed order: the vector arm re-sorts its rows by distance); ef_search ($1) at
-# least the number of candidates.
+# least EF_SEARCH and the number of candidates.
 SEARCH_SETTINGS_SQL = (
     "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
     " set_config('hnsw.ef_search', $1, true)"
@@ -441,7 +446,7 @@ class KnowledgeStore:
             candidates=candidates,
         )
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(SEARCH_SETTINGS_SQL, str(max(40, args[2])))
+            await conn.execute(SEARCH_SETTINGS_SQL, str(max(EF_SEARCH, args[2])))
             rows = await conn.fetch(sql, *args)
         return [
             SearchHit(
