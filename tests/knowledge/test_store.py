@@ -195,6 +195,25 @@ async def test_hybrid_search_finds_rare_codes_vectors_miss(store: KnowledgeStore
     assert hits[0].vector_rank is not None and hits[0].vector_rank > 1
 
 
+async def test_fusion_weights_turn_an_arm_off(store: KnowledgeStore) -> None:
+    """Weights scale each arm in the fusion: (1, 0) is vector only, (0, 1) full text only."""
+    await store.replace_document(
+        doc("p-w", "codes", [chunk("Error ERR-4711 means the disk is full", vec(7))])
+    )
+    for i in range(5):
+        await store.replace_document(doc("p-w", f"noise{i}", [chunk(f"unrelated {i}", vec(6))]))
+    query = ("what does ERR-4711 mean", vec(6))
+    vector_only = await store.search(*query, k=6, pipeline_id="p-w", weights=(1, 0))
+    assert vector_only[0].document_id != "p-w:codes"
+    assert [h.vector_rank for h in vector_only] == sorted(h.vector_rank or 0 for h in vector_only)
+    text_only = await store.search(*query, k=6, pipeline_id="p-w", weights=(0, 1))
+    assert [h.document_id for h in text_only] == ["p-w:codes"]  # nothing else matches the words
+    leaning = await store.search(*query, k=6, pipeline_id="p-w", weights=(1, 0.01))
+    assert leaning[0].document_id != "p-w:codes" and len(leaning) == 6
+    with pytest.raises(ValueError, match="weights"):
+        await store.search(*query, k=6, weights=(0, 0))
+
+
 KESTREL_GUIDE = Path(__file__).parents[2] / "examples" / "docs" / "kestrel-quick-start.txt"
 
 

@@ -80,6 +80,8 @@ class Deps:
     sql: ReadOnlySQL
     web: WebSearch | None = None
     search_k: int = 5
+    search_weights: tuple[float, float] = (1.0, 1.0)
+    """(vector, text) weights of the hybrid search's fusion."""
     read_max_chars: int = 20_000
     sources: dict[str, Passage] = field(default_factory=dict)
     """Passages returned so far in this run, by chunk key, for the final citation list."""
@@ -115,6 +117,7 @@ async def retrieve(
         k=k or deps.search_k,
         pipeline_id=pipeline_id,
         metadata_filter=metadata_filter,
+        weights=deps.search_weights,
     )
     RETRIEVAL_DURATION.observe(time.perf_counter() - started)
     passages: list[Passage] = []

@@ -62,6 +62,7 @@ class Services:
             sql=self.sql,
             web=self.web,
             search_k=self.settings.search_k,
+            search_weights=(self.settings.search_vector_weight, self.settings.search_text_weight),
             read_max_chars=self.settings.read_document_max_chars,
         )
 

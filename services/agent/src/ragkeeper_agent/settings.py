@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     db_pool_min_size: int = Field(default=1, ge=0)
     db_pool_max_size: int = Field(default=10, ge=1)
     search_k: int = Field(default=5, ge=1, le=50)
+    search_vector_weight: float = Field(default=1.0, ge=0, le=10)
+    search_text_weight: float = Field(default=1.0, ge=0, le=10)
+    """Each arm's weight in the reciprocal-rank fusion; 0 turns an arm off (docs/retrieval.md)."""
 
     # --- embedder: the EMBEDDING_* variables, shared with the ingestion job (embedding_env)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
@@ -201,6 +204,8 @@ class Settings(BaseSettings):
             raise ValueError("MAX_PROMPT_CHARS is smaller than MAX_QUERY_CHARS")
         if self.metrics_port and self.metrics_port == self.port:
             raise ValueError("METRICS_PORT must differ from PORT (0 serves /metrics on PORT)")
+        if self.search_vector_weight == 0 and self.search_text_weight == 0:
+            raise ValueError("SEARCH_VECTOR_WEIGHT and SEARCH_TEXT_WEIGHT cannot both be 0")
 
     def _check_oidc(self) -> None:
         if bool(self.web_oidc_issuer) != bool(self.web_oidc_client_id):

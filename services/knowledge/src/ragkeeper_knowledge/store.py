@@ -131,8 +131,8 @@ WITH vec AS (  -- LIMIT on the HNSW index scan; row numbers only after it
     LIMIT $3
 ), fused AS (
     SELECT coalesce(vec.id, txt.id) AS id, vec.rank AS vrank, txt.rank AS trank,
-           coalesce(1.0 / ({rrf_k} + vec.rank), 0)
-           + coalesce(1.0 / ({rrf_k} + txt.rank), 0) AS score
+           coalesce({wv} / ({rrf_k} + vec.rank), 0)
+           + coalesce({wt} / ({rrf_k} + txt.rank), 0) AS score
     FROM vec FULL OUTER JOIN txt ON vec.id = txt.id
 )
 SELECT d.id, d.document_id, d.pipeline_id, m.title, m.url, d.content, d.metadata,
@@ -140,6 +140,7 @@ SELECT d.id, d.document_id, d.pipeline_id, m.title, m.url, d.content, d.metadata
 FROM fused f
 JOIN documents d ON d.id = f.id
 JOIN document_metadata m ON m.id = d.document_id
+WHERE f.score > 0
 ORDER BY f.score DESC, d.id
 LIMIT $4
 """  # nosec B608
@@ -397,13 +398,19 @@ class KnowledgeStore:
         pipeline_id: str | None = None,
         metadata_filter: Mapping[str, Any] | None = None,
         candidates: int = 40,
+        weights: tuple[float, float] = (1.0, 1.0),
     ) -> tuple[str, list[Any]]:
         """The SQL and bind arguments ``search`` runs for these arguments.
 
         Filter clauses are present only when a pipeline or a non-empty metadata filter is
         given: a predicate that always matches still steers the planner away from the HNSW
-        index (docs/architecture.md, invariant 6).
+        index (docs/architecture.md, invariant 6). ``weights`` (vector, text) scale each
+        arm's reciprocal rank in the fusion; an arm weighted 0 adds nothing, so ``(1, 0)``
+        is vector-only search and ``(0, 1)`` full-text only.
         """
+        vector_weight, text_weight = (float(w) for w in weights)
+        if not (vector_weight >= 0 and text_weight >= 0 and vector_weight + text_weight > 0):
+            raise ValueError(f"search weights must be >= 0 and not both 0, got {weights}")
         k = max(1, min(k, 100))
         args: list[Any] = [list(query_embedding), query, max(candidates, k), k]
         filters = ""
@@ -419,6 +426,8 @@ class KnowledgeStore:
             cap=TEXT_MATCH_CAP,
             rerank=TEXT_RERANK,
             rrf_k=RRF_K,
+            wv=repr(vector_weight),
+            wt=repr(text_weight),
         )
         return sql, args
 
@@ -431,11 +440,12 @@ class KnowledgeStore:
         pipeline_id: str | None = None,
         metadata_filter: Mapping[str, Any] | None = None,
         candidates: int = 40,
+        weights: tuple[float, float] = (1.0, 1.0),
     ) -> list[SearchHit]:
-        """Hybrid search: HNSW cosine + full text, fused by reciprocal rank.
+        """Hybrid search: HNSW cosine + full text, fused by (weighted) reciprocal rank.
 
         ``metadata_filter`` matches chunk metadata by containment (``@>``), e.g.
-        ``{"mime_type": "application/pdf"}``.
+        ``{"mime_type": "application/pdf"}``; ``weights`` as in :meth:`search_statement`.
         """
         sql, args = await self.search_statement(
             query,
@@ -444,6 +454,7 @@ class KnowledgeStore:
             pipeline_id=pipeline_id,
             metadata_filter=metadata_filter,
             candidates=candidates,
+            weights=weights,
         )
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(SEARCH_SETTINGS_SQL, str(max(EF_SEARCH, args[2])))
