@@ -8,10 +8,13 @@
     ├── TransientError            may succeed on retry: database/API unreachable (exit 1)
     │   └── EmbeddingUnavailable    embedding API kept failing after retries
     ├── CredentialsError          a key or token was refused (exit 3)
-    └── EmbeddingError            the embedder rejected the input for good
-        └── EmbeddingCredentialsError  HTTP 401/403: the API key is wrong (also a CredentialsError)
+    ├── EmbeddingError            the embedder rejected the input for good
+    │   └── EmbeddingCredentialsError  HTTP 401/403: the API key is wrong (also a CredentialsError)
+    └── RerankError               the reranker refused the request or answered malformed
+        └── RerankUnavailable       still failing after retries (also a TransientError)
 
-The ingestion job maps these types (never message text) to exit codes.
+The ingestion job maps these types (never message text) to exit codes. The agent answers a
+search in the hybrid search's own order when reranking raises a ``RerankError``.
 """
 
 from __future__ import annotations
@@ -47,3 +50,11 @@ class EmbeddingError(KnowledgeError):
 
 class EmbeddingCredentialsError(EmbeddingError, CredentialsError):
     """The embedding service refused the API key (HTTP 401/403)."""
+
+
+class RerankError(KnowledgeError):
+    """The reranking service refused the request, or its answer is not one score per text."""
+
+
+class RerankUnavailable(RerankError, TransientError):
+    """The reranking service kept failing (429/5xx/timeouts) after all retries."""

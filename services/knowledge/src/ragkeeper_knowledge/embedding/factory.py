@@ -24,7 +24,6 @@ config file gives the same keys as an ``[embedding]`` table.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Literal
@@ -41,6 +40,7 @@ from ragkeeper_knowledge.embedding.offline import (
 )
 from ragkeeper_knowledge.embedding.openai_compat import OpenAICompatibleEmbedder
 from ragkeeper_knowledge.errors import ConfigurationError
+from ragkeeper_knowledge.settings_env import variables_env
 
 __all__ = [
     "EMBEDDING_VARIABLES",
@@ -92,13 +92,7 @@ def embedding_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     as a source next to its environment source; pydantic-settings merges it key by
     key with the config file's ``embedding`` table.
     """
-    env = os.environ if environ is None else environ
-    values: dict[str, str] = {}
-    for field, variable in EMBEDDING_VARIABLES.items():
-        raw = env.get(variable, "").strip()
-        if raw:
-            values[field] = raw
-    return values
+    return variables_env(EMBEDDING_VARIABLES, environ)
 
 
 class EmbeddingConfig(BaseModel):

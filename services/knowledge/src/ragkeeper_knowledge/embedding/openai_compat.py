@@ -11,7 +11,8 @@ times out, so this client:
 - retries 408/425/429/5xx, timeouts and connection errors with exponential
   backoff plus jitter (``tenacity``), waiting exactly ``Retry-After`` when the
   server sends one, and giving up early when that wait exceeds
-  ``max_retry_after_seconds``;
+  ``max_retry_after_seconds`` (``ragkeeper_knowledge.http_retry``, shared with
+  the reranker);
 - re-orders every response by ``index`` (servers may answer out of order);
 - learns the dimension from the first response unless it was configured, and
   refuses a server whose vectors do not match it.
@@ -28,18 +29,11 @@ logs, reprs or exception messages.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import math
-import random
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import httpx
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
-from tenacity.stop import stop_base
-from tenacity.wait import wait_base
 
 from ragkeeper_knowledge.errors import (
     ConfigurationError,
@@ -47,117 +41,18 @@ from ragkeeper_knowledge.errors import (
     EmbeddingError,
     EmbeddingUnavailable,
 )
+from ragkeeper_knowledge.http_retry import (
+    RetriesExhausted,
+    RetryPolicy,
+    gather_or_cancel,
+    post_json,
+    redact,
+    server_reason,
+)
 
 __all__ = ["OpenAICompatibleEmbedder"]
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-_RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-_MAX_REASON_CHARS = 500
-
-
-class _RetryableFailure(Exception):
-    """One attempt failed in a way that may heal; internal to the retry loop."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    if math.isnan(seconds) or math.isinf(seconds):
-        return None
-    return max(0.0, seconds)
-
-
-def _server_reason(response: httpx.Response) -> str:
-    """The server's own explanation, whichever dialect of error body it uses."""
-    try:
-        body = response.json()
-    except ValueError:
-        text = response.text.strip()
-        return (text or response.reason_phrase)[:_MAX_REASON_CHARS]
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])[:_MAX_REASON_CHARS]  # OpenAI, Ollama
-        if isinstance(error, str):
-            return error[:_MAX_REASON_CHARS]  # TEI, older Ollama
-        for key in ("message", "detail"):  # vLLM, FastAPI-style servers
-            if isinstance(body.get(key), str):
-                return str(body[key])[:_MAX_REASON_CHARS]
-    return str(body)[:_MAX_REASON_CHARS]
-
-
-class _WaitRetryAfter(wait_base):
-    """Wait what the server asked for, else exponential backoff with jitter.
-
-    Backoff for attempt ``n`` is ``min(initial * 2**(n-1) + uniform(0, jitter), max)``
-    (computed here rather than with ``wait_exponential_jitter``, whose parameters
-    changed across tenacity releases).
-    """
-
-    def __init__(self, initial: float, maximum: float, jitter: float) -> None:
-        self._initial = initial
-        self._maximum = maximum
-        self._jitter = jitter
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        failure = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(failure, _RetryableFailure) and failure.retry_after is not None:
-            return failure.retry_after
-        exponent = min(retry_state.attempt_number - 1, 32)
-        # Jitter only spreads clients out; it needs no cryptographic randomness.
-        jitter = random.uniform(0.0, self._jitter)  # nosec B311
-        return min(self._initial * 2.0**exponent + jitter, self._maximum)
-
-
-class _StopOnLongRetryAfter(stop_base):
-    """Stop when the server asks us to come back later than we are willing to wait."""
-
-    def __init__(self, limit_seconds: float) -> None:
-        self._limit = limit_seconds
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        failure = retry_state.outcome.exception() if retry_state.outcome else None
-        return (
-            isinstance(failure, _RetryableFailure)
-            and failure.retry_after is not None
-            and failure.retry_after > self._limit
-        )
-
-
-async def _gather_or_cancel(coros: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
-    """Like ``asyncio.gather`` but cancels the siblings when one fails.
-
-    ``asyncio.TaskGroup`` would wrap our typed errors in an ``ExceptionGroup``,
-    which the ingestion job's exit-code mapping would no longer recognise.
-    """
-    tasks = [asyncio.ensure_future(coro) for coro in coros]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 class OpenAICompatibleEmbedder:
@@ -221,12 +116,15 @@ class OpenAICompatibleEmbedder:
         self._send_dimensions = send_dimensions
         self._batch_size = batch_size
         self._semaphore = asyncio.Semaphore(max_concurrency)
-        self._max_attempts = max_retries + 1
-        self._wait = _WaitRetryAfter(
-            backoff_initial_seconds, backoff_max_seconds, backoff_jitter_seconds
+        self._retry = RetryPolicy(
+            max_retries=max_retries,
+            backoff_initial_seconds=backoff_initial_seconds,
+            backoff_max_seconds=backoff_max_seconds,
+            backoff_jitter_seconds=backoff_jitter_seconds,
+            max_retry_after_seconds=max_retry_after_seconds,
+            sleep=sleep,
+            label="embedding",
         )
-        self._max_retry_after = max_retry_after_seconds
-        self._sleep = sleep
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(
             transport=transport,
@@ -257,7 +155,7 @@ class OpenAICompatibleEmbedder:
             list(texts[start : start + self._batch_size])
             for start in range(0, len(texts), self._batch_size)
         ]
-        results = await _gather_or_cancel([self._embed_batch(batch) for batch in batches])
+        results = await gather_or_cancel([self._embed_batch(batch) for batch in batches])
         return [vector for batch_vectors in results for vector in batch_vectors]
 
     async def embed_query(self, text: str) -> list[float]:
@@ -282,41 +180,10 @@ class OpenAICompatibleEmbedder:
     # -- internals ---------------------------------------------------------
 
     async def _embed_batch(self, batch: list[str]) -> list[list[float]]:
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(_RetryableFailure),
-            stop=stop_after_attempt(self._max_attempts)
-            | _StopOnLongRetryAfter(self._max_retry_after),
-            wait=self._wait,
-            sleep=self._sleep,
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
         try:
-            async for attempt in retrying:
-                with attempt:
-                    return await self._post(batch)
-        except _RetryableFailure as exc:
-            attempts = retrying.statistics.get("attempt_number", 1)
-            raise EmbeddingUnavailable(
-                f"embedding service {self._url} still failing after {attempts} attempt(s): "
-                f"{exc.reason}"
-            ) from exc
-        raise AssertionError("unreachable: tenacity either returned or raised")
-
-    def _log_retry(self, retry_state: RetryCallState) -> None:
-        failure = retry_state.outcome.exception() if retry_state.outcome else None
-        delay = retry_state.next_action.sleep if retry_state.next_action else 0.0
-        logger.warning(
-            "embedding request to %s failed (%s); attempt %d of %d, retrying in %.2fs",
-            self._url,
-            failure,
-            retry_state.attempt_number,
-            self._max_attempts,
-            delay,
-        )
-
-    def _redact(self, message: str) -> str:
-        return message.replace(self._api_key, "***") if self._api_key else message
+            return await self._retry.call(lambda: self._post(batch), url=self._url)
+        except RetriesExhausted as exc:
+            raise EmbeddingUnavailable(f"embedding service {self._url} {exc}") from exc
 
     async def _post(self, batch: list[str]) -> list[list[float]]:
         payload: dict[str, Any] = {
@@ -326,27 +193,16 @@ class OpenAICompatibleEmbedder:
         }
         if self._send_dimensions:
             payload["dimensions"] = self._dimension
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         async with self._semaphore:
-            try:
-                response = await self._client.post(
-                    self._url, json=payload, headers=headers, timeout=self._timeout
-                )
-            except httpx.TimeoutException as exc:
-                raise _RetryableFailure(f"timeout ({type(exc).__name__})") from exc
-            except httpx.TransportError as exc:
-                raise _RetryableFailure(f"connection error ({type(exc).__name__}: {exc})") from exc
-        status = response.status_code
-        if status in _RETRYABLE_STATUS:
-            raise _RetryableFailure(
-                f"HTTP {status}: {self._redact(_server_reason(response))}",
-                retry_after=_parse_retry_after(response.headers.get("Retry-After")),
+            response = await post_json(
+                self._client, self._url, payload, api_key=self._api_key, timeout=self._timeout
             )
         if not response.is_success:
+            status = response.status_code
             error = EmbeddingCredentialsError if status in (401, 403) else EmbeddingError
             raise error(
                 f"embedding service {self._url} rejected the request with HTTP {status}: "
-                f"{self._redact(_server_reason(response))}"
+                f"{redact(server_reason(response), self._api_key)}"
             )
         return self._parse(response, expected=len(batch))
 
