@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".local"
+PIPELINE_ID = "local/examples"
 
 
 def start_postgres(data: Path) -> tuple[PostgresServer, str]:
@@ -80,14 +82,20 @@ def main() -> int:
         server.cleanup()  # cleanup_mode="stop": stops the server, keeps the data
 
 
-def run_stack(args: argparse.Namespace, url: str) -> int:
-    print(f"postgres: {url}", file=sys.stderr)
-    env = {
-        **os.environ,
+def stack_env(url: str, data: Path, base: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The environment of the stack's children: ``base`` plus the database, the termination
+    log under ``data`` and the offline embedder unless ``base`` names another."""
+    return {
+        **base,
         "DATABASE_URL": url,
-        "RAG_TERMINATION_LOG": str(args.data / "termination-log"),
-        "EMBEDDING_PROVIDER": os.environ.get("EMBEDDING_PROVIDER", "offline"),
+        "RAG_TERMINATION_LOG": str(data / "termination-log"),
+        "EMBEDDING_PROVIDER": base.get("EMBEDDING_PROVIDER", "offline"),
     }
+
+
+def ingest(docs: Path, env: dict[str, str]) -> tuple[int, str]:
+    """One run of the ingestion job over ``docs`` (the CLI a CronJob runs): exit code and
+    the stats JSON line."""
     code, out = run_child(
         [
             sys.executable,
@@ -98,14 +106,20 @@ def run_stack(args: argparse.Namespace, url: str) -> int:
             "--mode",
             "single",
             "--directory",
-            str(args.docs),
+            str(docs),
             "--pipeline-id",
-            "local/examples",
+            PIPELINE_ID,
         ],
         env,
         capture=True,
     )
-    stats = out.strip().splitlines()[-1] if out.strip() else "{}"
+    return code, out.strip().splitlines()[-1] if out.strip() else "{}"
+
+
+def run_stack(args: argparse.Namespace, url: str) -> int:
+    print(f"postgres: {url}", file=sys.stderr)
+    env = stack_env(url, args.data)
+    code, stats = ingest(args.docs, env)
     print(f"ingestion exit code {code}; stats:\n{stats}", flush=True)
     if code != 0 or args.no_serve:
         return code
