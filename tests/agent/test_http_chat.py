@@ -42,6 +42,7 @@ async def test_chat_streams_cumulative_text_and_saves_conversation(
     assert "[1]" in text and "Leave policy" in text and "https://docs.example/leave.md" in text
     assert final["conversation_title"] == "How many days of paid annual leave?"
     assert final["sources"][0]["title"] == "Leave policy"
+    assert "25 days of paid annual leave" in final["sources"][0]["content"]
     session_id = final["session_id"]
 
     async with server.client() as c:

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from playwright.async_api import Page, Route, expect
+from playwright.async_api import Locator, Page, Route, expect
 
 from ragkeeper_agent.web import SecurityHeadersMiddleware
 from tests.agent.conftest import SECRET, RunningServer, make_token
@@ -134,6 +134,75 @@ async def test_answer_streams_with_citations_and_reloads_after_refresh(
     await expect(
         page.locator(".sources").get_by_role("link", name="Leave policy").first
     ).to_be_visible()
+
+
+TWO_DOCUMENTS = "Does sick leave count against annual leave, and must laptops use encryption?"
+SECURITY_URL = "https://docs.example/security.md"
+
+
+async def expect_one_entry_per_document(answer: Locator) -> None:
+    """One Sources block; one entry per cited document with its passages' numbers under it."""
+    content = answer.locator(".content")
+    citations = content.locator("a.citation")
+    await expect(citations).to_have_count(3)
+    cited: dict[str, set[str]] = {}
+    for i in range(3):
+        link = citations.nth(i)
+        cited.setdefault(await link.get_attribute("href") or "", set()).add(await link.inner_text())
+    assert set(cited) == {LEAVE_URL, SECURITY_URL} and len(cited[LEAVE_URL]) == 2, cited
+
+    sources = answer.locator(".sources")
+    await expect(sources).to_have_count(1)
+    entries = sources.locator("li.source")
+    await expect(entries).to_have_count(2)
+    leave = entries.filter(has=answer.page.get_by_role("link", name="Leave policy", exact=True))
+    await expect(leave.locator(".passage-n")).to_have_text(sorted(cited[LEAVE_URL]))
+    await expect(leave.locator(".passages")).to_contain_text("Employees receive 25 days")
+    await expect(leave.locator(".passages")).to_contain_text("Sick leave does not count")
+    security = entries.filter(has=answer.page.get_by_role("link", name="Security handbook"))
+    await expect(security.locator(".passage-n")).to_have_text(sorted(cited[SECURITY_URL]))
+    # The answer's own "Sources:" list is not shown next to the page's block.
+    # (the heading is shown in capitals: compare without case)
+    assert (await answer.inner_text()).casefold().count("sources") == 1
+    assert "sources" not in (await content.inner_text()).casefold()
+
+
+async def test_sources_list_each_document_once_with_its_cited_passages(
+    new_page: NewPage, server: RunningServer
+) -> None:
+    final = await chat_over_http(server, "probe", TWO_DOCUMENTS)
+    assert "\n\nSources:\n" in final["text"], "the answer text carries its sources for API users"
+    page, _ = await new_page()
+    await sign_in(page, server.base_url, "sofia")
+    await ask(page, TWO_DOCUMENTS)
+    await expect_one_entry_per_document(page.locator(".message.assistant").last)
+    # Reopened from the stored conversation: the same single list.
+    await page.reload()
+    await expect(page.locator(".message.assistant")).to_have_count(1)
+    await expect_one_entry_per_document(page.locator(".message.assistant").last)
+
+
+async def test_a_language_models_sources_section_is_left_out_of_the_text(
+    new_page: NewPage, server: RunningServer
+) -> None:
+    page, _ = await new_page()
+    await sign_in(page, server.base_url, "lena")
+    body = "Leave carries over [1]."
+    cases = {
+        f"{body}\n\nSources:\n[1] Leave policy — https://docs.example/leave.md": body,
+        f"{body}\n\n**Sources:**\n- [1] Leave policy\n- [2] Office guide\n": body,
+        f"{body}\n\n## References\n\n1. Leave policy\n": body,
+        f"{body}\nSources: [1] Leave policy": body,
+        # not a trailing list of sources: kept
+        f"{body}\n\nSources:\nthe handbook and the wiki": None,
+        "Sources of leave days are described below.\n- [1] Leave policy": None,
+    }
+    for text, expected in cases.items():
+        result = await page.evaluate(
+            "async (text) => (await import('/static/js/render.js')).withoutSourcesSection(text)",
+            text,
+        )
+        assert result == (text if expected is None else expected), text
 
 
 async def test_conversation_list_shows_own_conversations_newest_first(

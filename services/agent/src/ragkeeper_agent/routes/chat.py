@@ -64,7 +64,13 @@ def build_prompt(query: str, files: Sequence[FileAttachment] | None) -> str | li
 
 def sources_out(result: TurnResult) -> list[dict[str, Any]]:
     return [
-        {"n": p.n, "document_id": p.document_id, "title": p.title, "url": p.url}
+        {
+            "n": p.n,
+            "document_id": p.document_id,
+            "title": p.title,
+            "url": p.url,
+            "content": p.content,
+        }
         for p in result.sources
     ]
 

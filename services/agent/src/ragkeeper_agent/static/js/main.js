@@ -8,7 +8,9 @@
 
 import { Api, ApiError, explain } from "./api.js";
 import { Session, SignInError } from "./auth.js";
-import { linkCitations, renderMarkdown, sourcesFromToolMessage, sourcesList } from "./render.js";
+import {
+  linkCitations, renderMarkdown, sourcesFromToolMessage, sourcesList, withoutSourcesSection,
+} from "./render.js";
 
 const $ = (id) => document.getElementById(id);
 const NARROW = window.matchMedia("(max-width: 720px)");
@@ -203,13 +205,18 @@ function scrollToEnd() {
 
 function finishAnswer(bubble, text, sources) {
   const content = bubble.querySelector(".content");
-  renderMarkdown(content, text);
-  if (sources.length) {
-    linkCitations(content, sources);
-    // List the passages the answer cites; all of them if it cites none by number.
-    const cited = sources.filter((s) => text.includes(`[${s.n}]`));
-    bubble.append(sourcesList(cited.length ? cited : sources));
+  if (!sources.length) {
+    renderMarkdown(content, text);
+    return;
   }
+  // The page lists the sources itself, so the answer's own "Sources:" section is left out.
+  const body = withoutSourcesSection(text);
+  renderMarkdown(content, body);
+  linkCitations(content, sources);
+  // List the passages the answer cites (in its text, else in its own list); all if none.
+  const citedIn = (t) => sources.filter((s) => t.includes(`[${s.n}]`));
+  const cited = citedIn(body).length ? citedIn(body) : citedIn(text);
+  bubble.append(sourcesList(cited.length ? cited : sources));
 }
 
 function addNote(bubble, text, kind) {
@@ -248,7 +255,7 @@ async function send(query) {
     pending = false;
     // A repaint queued during streaming must not overwrite the finished answer (citations).
     if (finished) return;
-    renderMarkdown(content, text);
+    renderMarkdown(content, withoutSourcesSection(text));
     bubble.scrollIntoView({ block: "end" });
   };
   const finish = (answer, sources) => {

@@ -4,7 +4,10 @@
 // turns them into HTML and DOMPurify (both vendored under /static/vendor) keeps only
 // a small set of formatting tags and http(s)/mailto links. Images are dropped — the
 // page loads nothing from other origins (the CSP would block them anyway).
-// Inline "[n]" markers become links to source n once the sources are known.
+// Inline "[n]" markers become links to source n once the sources are known, and the
+// page lists the sources itself, one entry per document with its cited passages under
+// it; a "Sources:" section the answer ends with (the offline model writes one, and a
+// language model is asked to) is left out of the rendered text so the list appears once.
 
 const { marked, DOMPurify } = globalThis;
 
@@ -80,21 +83,77 @@ export function linkCitations(element, sources) {
   }
 }
 
-/** The "Sources" list under an answer: numbered titles linking to the documents. */
+const SOURCES_LINE =
+  /^\s*(?:#{1,6}\s*)?(?:\*\*|__)?(?:sources|references)(?:\*\*|__)?\s*:?\s*(?:\*\*|__)?\s*(.*)$/i;
+const LIST_LINE = /^\s*(?:$|[-*+]\s|\d+[.)]\s|\[\d+\])/;
+
+/** The answer without the "Sources:" section it ends with, if it ends with one: a
+ * "Sources" (or "References") line, alone or followed by "[n] ...", then only list lines. */
+export function withoutSourcesSection(text) {
+  const lines = text.split("\n");
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const heading = SOURCES_LINE.exec(lines[i]);
+    if (heading && (heading[1] === "" || heading[1].startsWith("["))) {
+      return lines.slice(0, i).join("\n").trimEnd();
+    }
+    if (!LIST_LINE.test(lines[i])) break;
+  }
+  return text;
+}
+
+const SNIPPET_CHARS = 140;
+
+/** The start of a passage on one line, headings' "#" marks removed, cut at a word. */
+export function snippet(content) {
+  const flat = String(content ?? "").replace(/^\s*#{1,6}\s+/gm, "").replace(/\s+/g, " ").trim();
+  if (flat.length <= SNIPPET_CHARS) return flat;
+  const cut = flat.lastIndexOf(" ", SNIPPET_CHARS);
+  return `${flat.slice(0, cut > SNIPPET_CHARS / 2 ? cut : SNIPPET_CHARS)}…`;
+}
+
+/** Passages grouped by document, in order of their first number. */
+export function byDocument(sources) {
+  const groups = new Map();
+  for (const source of [...sources].sort((a, b) => a.n - b.n)) {
+    const key = source.document_id || source.url || source.title || `#${source.n}`;
+    if (!groups.has(key)) groups.set(key, []);
+    const passages = groups.get(key);
+    if (!passages.some((p) => p.n === source.n)) passages.push(source);
+  }
+  return [...groups.values()];
+}
+
+/** The "Sources" list under an answer: one entry per document (a link when it has an
+ * http(s) URL), with the numbers and the opening words of its cited passages under it. */
 export function sourcesList(sources) {
   const nav = document.createElement("nav");
   nav.className = "sources";
   nav.setAttribute("aria-label", "Sources");
   const heading = document.createElement("h3");
   heading.textContent = "Sources";
-  const list = document.createElement("ol");
-  for (const source of sources) {
+  const list = document.createElement("ul");
+  for (const passages of byDocument(sources)) {
+    const [first] = passages;
     const item = document.createElement("li");
-    item.value = source.n;
-    const url = safeUrl(source.url);
-    const label = source.title || source.document_id || `Source ${source.n}`;
-    if (url) item.append(link(url, label, url));
-    else item.textContent = label;
+    item.className = "source";
+    const url = safeUrl(first.url);
+    const label = first.title || first.document_id || `Source ${first.n}`;
+    const title = url ? link(url, label, url) : document.createElement("span");
+    if (!url) title.textContent = label;
+    title.classList.add("source-title");
+    const cited = document.createElement("ul");
+    cited.className = "passages";
+    for (const passage of passages) {
+      const entry = document.createElement("li");
+      const number = document.createElement("span");
+      number.className = "passage-n";
+      number.textContent = `[${passage.n}]`;
+      entry.append(number);
+      const text = snippet(passage.content);
+      if (text) entry.append(" ", text);
+      cited.append(entry);
+    }
+    item.append(title, cited);
     list.append(item);
   }
   nav.append(heading, list);
@@ -109,7 +168,9 @@ export function sourcesFromToolMessage(message) {
         Array.isArray(part.content)) {
       for (const p of part.content) {
         if (p && typeof p.n === "number") {
-          found.push({ n: p.n, title: p.title, url: p.url, document_id: p.document_id });
+          found.push({
+            n: p.n, title: p.title, url: p.url, document_id: p.document_id, content: p.content,
+          });
         }
       }
     }
