@@ -4,6 +4,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 PYTEST_ARGS ?=
 RUN_ARGS ?=
+EVAL_ARGS ?=
 # uv: the one on PATH, else a pinned release installed from PyPI into .tools/ on first use
 # (scripts/ensure-uv.sh). Resolved once, and only by targets that need it; `make UV=...` wins.
 UV = $(eval UV := $$(or $$(shell bash scripts/ensure-uv.sh),$$(error make: could not install uv, see the lines above)))$(UV)
@@ -14,7 +15,8 @@ help: ## Show this help
 
 .PHONY: setup
 setup: ## Install uv if missing, the Python workspace (from uv.lock), and the tools the tests use
-	$(UV) sync --frozen --all-packages --all-groups
+	@# not the eval group: its reranker is 94 MB of models that only `make eval` uses
+	$(UV) sync --frozen --all-packages --all-groups --no-group eval
 	bash scripts/install-tools.sh
 
 .PHONY: run
@@ -51,8 +53,13 @@ lint: ## ruff, ruff format --check, mypy --strict on the packages, import-linter
 .PHONY: bench
 bench: ## Run the benchmarks in bench/ (prints ratios; never gates CI)
 	@# run as modules: `python bench/operator.py` would shadow the standard library's operator module
-	@for b in $$(ls bench/*.py | grep -v '/_'); do m=$$(basename $$b .py); echo "== bench/$$m"; \
+	@for b in $$(ls bench/*.py | grep -v -e '/_' -e '/retrieval.py'); do m=$$(basename $$b .py); echo "== bench/$$m"; \
 	  $(UV) run --frozen --group bench python -m bench.$$m || exit 1; done
+
+.PHONY: eval
+eval: ## Retrieval quality through /api/search on shipped manuals (bench/retrieval.py; EVAL_ARGS=--help)
+	$(UV) sync --frozen --all-packages --all-groups
+	$(UV) run --frozen --group eval python -m bench.retrieval $(EVAL_ARGS)
 
 .PHONY: chart
 chart: ## helm lint --strict and template every ci/ values scenario

@@ -18,6 +18,13 @@
    (``python -m ragkeeper_agent``, auth off, rate limit off) serves the store with that
    configuration's settings, and every question goes through ``POST /api/search`` with
    ``k=10``, one at a time, after a warm-up.
+5. ``hybrid+rerank`` has the agent rerank its hybrid hits (``RERANK_PROVIDER=tei``,
+   ``--rerank-candidates`` of them) with a service speaking Hugging Face TEI's ``/rerank``:
+   the one ``--rerank-url`` names, else ``bench._rerank_server`` (nanoranker, a bi-encoder
+   with a learned scorer: the ``eval`` dependency group), started once per run. With
+   neither, that configuration is skipped. The agent answers in the fused order when its
+   reranker fails, so the harness reads the agent's ``/metrics`` after the configuration and
+   says how many searches were reranked.
 
 Scores are per question, then averaged. A hit is a returned passage; its document is
 relevant when the question lists it. *recall@k*: the share of questions with a passage of
@@ -32,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import importlib.util
 import io
 import json
 import math
@@ -248,6 +256,8 @@ class SearchConfig:
 
     name: str
     env: dict[str, str] = field(default_factory=dict)
+    reranked: bool = False
+    """Needs a reranking service, known only at run time (:class:`RerankService`)."""
 
 
 SEARCH_CONFIGS: dict[str, SearchConfig] = {
@@ -256,10 +266,91 @@ SEARCH_CONFIGS: dict[str, SearchConfig] = {
         SearchConfig("vector", {"SEARCH_TEXT_WEIGHT": "0", "RERANK_PROVIDER": "none"}),
         SearchConfig("text", {"SEARCH_VECTOR_WEIGHT": "0", "RERANK_PROVIDER": "none"}),
         SearchConfig("hybrid", {"RERANK_PROVIDER": "none"}),
-        SearchConfig("hybrid+rerank", {"RERANK_PROVIDER": "offline"}),
+        SearchConfig("hybrid+rerank", {"RERANK_PROVIDER": "tei"}, reranked=True),
         SearchConfig("defaults", {}),
     )
 }
+
+
+class RerankService:
+    """The TEI-style reranking service of the reranked configurations, found once per run.
+
+    ``--rerank-url`` names one the user runs. Otherwise ``bench._rerank_server`` is started on
+    first use and stopped by :meth:`close`: loading its models takes seconds that every
+    chunking would pay again. Without nanoranker (the ``eval`` group) there is none, and the
+    configuration is skipped rather than failed, so the other rows are still measured.
+    """
+
+    def __init__(self, url: str | None) -> None:
+        self._url = url.rstrip("/") if url else None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._looked = False
+
+    async def url(self) -> str | None:
+        """The service's root (``/rerank`` is appended), or None (said once on stderr)."""
+        if not self._looked:
+            self._looked = True
+            if self._url is None and _installed("nanoranker", "onnxruntime_extensions"):
+                self._url = await self._start()
+            if self._url is None:
+                print(
+                    "hybrid+rerank skipped: no --rerank-url and nanoranker is not installed"
+                    " (make eval installs the eval dependency group)",
+                    file=sys.stderr,
+                )
+            else:
+                await probe_reranker(self._url)
+        return self._url
+
+    async def _start(self) -> str:
+        port = free_port()
+        command = [sys.executable, "-m", "bench._rerank_server", "--port", str(port)]
+        self._proc = subprocess.Popen(command, cwd=ROOT)
+        url = f"http://127.0.0.1:{port}"
+        await wait_ready(f"{url}/health", self._proc)
+        return url
+
+    def close(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=30)
+
+
+def _installed(*modules: str) -> bool:
+    """Whether the modules can be imported, without importing them (nanoranker's import
+    loads 125 MB of models, which only the server needs)."""
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+async def probe_reranker(url: str) -> None:
+    """Refuse a service that does not answer TEI's ``/rerank``: the agent would answer every
+    search in the fused order, and the rows would be plain hybrid under the reranker's name."""
+    body = {"query": "what is a probe", "texts": ["a probe", "not this"], "truncate": True}
+    try:
+        async with httpx.AsyncClient(timeout=60) as client:
+            r = await client.post(f"{url}/rerank", json=body)
+        r.raise_for_status()
+        indexes = sorted(item["index"] for item in r.json())
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"reranker {url}: POST /rerank failed: {exc!r}") from exc
+    if indexes != [0, 1]:
+        raise SystemExit(f"reranker {url}: POST /rerank did not score each text once: {r.text}")
+
+
+async def runtime_env(
+    config: SearchConfig, reranker: RerankService, candidates: int | None
+) -> dict[str, str] | None:
+    """The agent settings known only at run time: a reranked configuration's service and
+    number of candidates. None when the configuration cannot run here (no reranker)."""
+    if not config.reranked:
+        return {}
+    url = await reranker.url()
+    if url is None:
+        return None
+    env = {"RERANK_BASE_URL": url}
+    if candidates is not None:  # else the agent's own default
+        env["RERANK_CANDIDATES"] = str(candidates)
+    return env
 
 
 @dataclass
@@ -318,8 +409,11 @@ async def measure(
         base = f"http://127.0.0.1:{port}"
         await wait_ready(f"{base}/healthz", proc)
         async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+            searches = 0
 
             async def ask(question: str) -> tuple[list[str], float]:
+                nonlocal searches
+                searches += 1
                 started = time.perf_counter()
                 r = await client.post("/api/search", json={"query": question, "k": K})
                 elapsed = time.perf_counter() - started
@@ -340,10 +434,29 @@ async def measure(
                         got = ", ".join(d.split(":", 1)[-1] for d in docs[:5])
                         misses.append(f"{config.name} {q.id} {q.text!r}: top 5 {got}")
                 results[name] = (scores, latencies)
+            if config.reranked:
+                print(await rerank_note(client, config, searches), file=sys.stderr)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     return results
+
+
+async def rerank_note(client: httpx.AsyncClient, config: SearchConfig, searches: int) -> str:
+    """How many searches the reranker ordered, from the agent's ``/metrics``: the agent
+    answers in the fused order when its reranker fails or times out, with a log line only."""
+    text = (await client.get("/metrics")).text
+    calls = _metric(text, "ragkeeper_agent_rerank_duration_seconds_count")
+    failed = _metric(text, "ragkeeper_agent_rerank_failures_total")
+    note = f"{config.name}: {calls - failed:.0f} of {searches} searches reranked"
+    if failed:
+        note += f", {failed:.0f} answered in the fused order (see the agent's log)"
+    return note
+
+
+def _metric(text: str, name: str) -> float:
+    """The sum of a metric's samples over its label sets, in Prometheus' text format."""
+    return sum(float(v) for v in re.findall(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", text, re.M))
 
 
 def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -388,6 +501,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
         print(f"{c.name}: {len(files)} documents, {len(sets[c.name])} questions", file=sys.stderr)
     extra = dict(kv.split("=", 1) for kv in args.env)
     pg = PostgresHandle()
+    reranker = RerankService(args.rerank_url)
     rows: list[Row] = []
     try:
         for chunking in args.chunking:
@@ -404,22 +518,41 @@ async def run(args: argparse.Namespace) -> list[Row]:
                 )
             configs = args.configs if chunking == args.chunking[0] else args.other_configs
             for name in configs:
-                misses: list[str] = []
-                measured = await measure(dsn, SEARCH_CONFIGS[name], sets, extra, misses)
-                if args.misses:
-                    print("\n".join(f"  miss@5 [{label}] {m}" for m in misses), file=sys.stderr)
-                pooled_scores: list[dict[str, float]] = []
-                pooled_latency: list[float] = []
-                for corpus, (scores, latencies) in measured.items():
-                    rows.append(_row(corpus, label, name, scores, latencies))
-                    if corpus in SHIPPED:
-                        pooled_scores += scores
-                        pooled_latency += latencies
-                if pooled_scores:
-                    rows.append(_row("shipped (all)", label, name, pooled_scores, pooled_latency))
-                print_table(rows[-len(measured) - bool(pooled_scores) :])
+                config = SEARCH_CONFIGS[name]
+                env = await runtime_env(config, reranker, args.rerank_candidates)
+                if env is not None:
+                    rows += await config_rows(dsn, config, label, sets, {**env, **extra}, args)
     finally:
+        reranker.close()
         pg.close()
+    return rows
+
+
+async def config_rows(
+    dsn: str,
+    config: SearchConfig,
+    label: str,
+    sets: dict[str, list[Question]],
+    extra: dict[str, str],
+    args: argparse.Namespace,
+) -> list[Row]:
+    """One configuration's rows at one chunking (printed as they come): one per corpus, and
+    the shipped corpora pooled."""
+    misses: list[str] = []
+    measured = await measure(dsn, config, sets, extra, misses)
+    if args.misses:
+        print("\n".join(f"  miss@5 [{label}] {m}" for m in misses), file=sys.stderr)
+    rows: list[Row] = []
+    pooled_scores: list[dict[str, float]] = []
+    pooled_latency: list[float] = []
+    for corpus, (scores, latencies) in measured.items():
+        rows.append(_row(corpus, label, config.name, scores, latencies))
+        if corpus in SHIPPED:
+            pooled_scores += scores
+            pooled_latency += latencies
+    if pooled_scores:
+        rows.append(_row("shipped (all)", label, config.name, pooled_scores, pooled_latency))
+    print_table(rows)
     return rows
 
 
@@ -464,6 +597,18 @@ def main() -> None:
     )
     parser.add_argument(
         "--env", nargs="*", default=[], metavar="NAME=VALUE", help="extra agent settings"
+    )
+    parser.add_argument(
+        "--rerank-url",
+        metavar="URL",
+        help="root of a reranking service with TEI's POST /rerank, for hybrid+rerank"
+        " (default: bench._rerank_server, nanoranker, started here)",
+    )
+    parser.add_argument(
+        "--rerank-candidates",
+        type=int,
+        metavar="N",
+        help="hybrid hits the agent reranks (RERANK_CANDIDATES; default: the agent's own)",
     )
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--misses", action="store_true", help="list questions missed at 5")
