@@ -12,9 +12,10 @@ Build one agent per app with :func:`build_agent`; the model is chosen by
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,11 +25,13 @@ from pydantic_ai import Agent, ModelRetry, RunContext, Tool
 from pydantic_ai.models import Model
 from pydantic_ai.tools import ToolDefinition
 
-from ragkeeper_knowledge import KnowledgeStore
+from ragkeeper_knowledge import KnowledgeStore, SearchHit
 from ragkeeper_knowledge.embedding.base import Embedder
+from ragkeeper_knowledge.errors import RerankError, RerankUnavailable
+from ragkeeper_knowledge.rerank import Reranker
 
 from .errors import SQLToolError
-from .metrics import RETRIEVAL_DURATION, TOOL_CALLS
+from .metrics import RERANK_DURATION, RERANK_FAILURES, RETRIEVAL_DURATION, TOOL_CALLS
 from .tabular import ReadOnlySQL, render_rows
 from .websearch import WebSearch, WebSearchError
 
@@ -82,6 +85,10 @@ class Deps:
     search_k: int = 5
     search_weights: tuple[float, float] = (1.0, 1.0)
     """(vector, text) weights of the hybrid search's fusion."""
+    reranker: Reranker | None = None
+    """Second-stage reranking service (RERANK_*); None searches in the fused order."""
+    rerank_candidates: int = 20
+    """Hybrid search hits the reranker scores (at least the number of passages asked for)."""
     read_max_chars: int = 20_000
     sources: dict[str, Passage] = field(default_factory=dict)
     """Passages returned so far in this run, by chunk key, for the final citation list."""
@@ -108,18 +115,27 @@ async def retrieve(
     pipeline_id: str | None = None,
     metadata_filter: dict[str, Any] | None = None,
 ) -> list[Passage]:
-    """Embed the query with the ingestion embedder and run the hybrid search."""
+    """Embed the query with the ingestion embedder, run the hybrid search, rerank if configured.
+
+    With a reranker, the search returns ``max(rerank_candidates, k)`` hits, the reranking
+    service scores each, and the ``k`` best by that score are returned with it as their
+    ``score`` (equal scores keep the fused order). When the service fails, the search still
+    answers: the fused order's first ``k`` (:func:`rerank_hits`).
+    """
+    size = k or deps.search_k
     started = time.perf_counter()
     vector = await deps.embedder.embed_query(query)
     hits = await deps.store.search(
         query,
         vector,
-        k=k or deps.search_k,
+        k=max(deps.rerank_candidates, size) if deps.reranker else size,
         pipeline_id=pipeline_id,
         metadata_filter=metadata_filter,
         weights=deps.search_weights,
     )
     RETRIEVAL_DURATION.observe(time.perf_counter() - started)
+    if deps.reranker is not None:
+        hits = await rerank_hits(deps.reranker, query, hits, size)
     passages: list[Passage] = []
     for hit in hits:
         key = f"{hit.document_id}#{hit.chunk_id}"
@@ -136,6 +152,42 @@ async def retrieve(
         deps.sources.setdefault(key, passage)
         passages.append(passage)
     return passages
+
+
+def rerank_input(hit: SearchHit) -> str:
+    """What the reranker reads of a hit: its text under its document title and heading path
+    (the context its chunk was embedded with), so a passage that only makes sense under its
+    heading is still judged on it."""
+    heading = hit.metadata.get("heading")
+    parts = (hit.title, heading if isinstance(heading, str) else None)
+    context = " > ".join(part for part in parts if part)
+    return f"{context}\n\n{hit.content}" if context else hit.content
+
+
+async def rerank_hits(
+    reranker: Reranker, query: str, hits: Sequence[SearchHit], k: int
+) -> list[SearchHit]:
+    """The ``k`` best of ``hits`` by the reranker's score, which becomes their ``score``.
+
+    The sort is stable, so hits the service scores equally keep their fused order. A
+    ``RerankError`` (the service still failing after its retries, a timeout, a refusal, a
+    malformed answer) is counted in ``ragkeeper_agent_rerank_failures_total`` and logged, and
+    the fused order's first ``k`` are returned: a failed reranking never fails a search.
+    """
+    if not hits:
+        return []
+    started = time.perf_counter()
+    try:
+        scores = await reranker.rerank(query, [rerank_input(hit) for hit in hits])
+    except RerankError as exc:
+        reason = "unavailable" if isinstance(exc, RerankUnavailable) else "error"
+        RERANK_FAILURES.labels(reason).inc()
+        logger.warning("reranking failed, answering in the fused order: %s", exc)
+        return list(hits[:k])
+    finally:
+        RERANK_DURATION.observe(time.perf_counter() - started)
+    order = sorted(range(len(hits)), key=lambda i: -scores[i])
+    return [dataclasses.replace(hits[i], score=scores[i]) for i in order[:k]]
 
 
 async def _only_with_web(ctx: RunContext[Deps], tool_def: ToolDefinition) -> ToolDefinition | None:

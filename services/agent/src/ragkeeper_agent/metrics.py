@@ -57,6 +57,19 @@ RETRIEVAL_DURATION = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
     registry=REGISTRY,
 )
+RERANK_DURATION = Histogram(
+    "ragkeeper_agent_rerank_duration_seconds",
+    "Time of one call to the reranking service (retries included), whatever its outcome.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+RERANK_FAILURES = Counter(
+    "ragkeeper_agent_rerank_failures_total",
+    "Searches answered in the fused order because reranking failed, by reason "
+    "(unavailable: still failing after retries; error: refused or malformed answer).",
+    ["reason"],
+    registry=REGISTRY,
+)
 RATE_LIMITED = Counter(
     "ragkeeper_agent_rate_limit_rejections_total",
     "Requests rejected with 429 by the per-user sliding-window limiter, by route.",

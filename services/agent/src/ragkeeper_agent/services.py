@@ -18,6 +18,7 @@ from pydantic_ai.models import Model
 from ragkeeper_knowledge import KnowledgeStore, create_pool
 from ragkeeper_knowledge.embedding.base import Embedder, ensure_dimension
 from ragkeeper_knowledge.errors import EmbeddingModelMismatch
+from ragkeeper_knowledge.rerank import Reranker, create_reranker
 
 from .agent import Deps, build_agent
 from .auth import Authenticator
@@ -52,6 +53,8 @@ class Services:
     web: WebSearch | None
     auth: Authenticator
     runner: ChatRunner
+    reranker: Reranker | None = None
+    """The second-stage reranking service (RERANK_*); None while RERANK_PROVIDER is none."""
     draining: asyncio.Event = field(default_factory=asyncio.Event)
 
     def deps(self) -> Deps:
@@ -63,6 +66,8 @@ class Services:
             web=self.web,
             search_k=self.settings.search_k,
             search_weights=(self.settings.search_vector_weight, self.settings.search_text_weight),
+            reranker=self.reranker,
+            rerank_candidates=self.settings.rerank.candidates,
             read_max_chars=self.settings.read_document_max_chars,
         )
 
@@ -84,6 +89,8 @@ class Services:
             )
 
     async def aclose(self) -> None:
+        if self.reranker is not None:
+            await self.reranker.aclose()
         await self.embedder.aclose()
         await self.http.aclose()
         await self.pool.close()
@@ -109,19 +116,26 @@ async def open_services(
         max_size=settings.db_pool_max_size,
     )
     http = httpx.AsyncClient(transport=transport, timeout=15.0, follow_redirects=False)
+    reranker = None
     try:
         embedder = embedder or embedder_from_settings(settings)
         model = model or build_model(settings)
-        services = _assemble(settings, pool, http, embedder, model, draining)
+        # Built, never called here: a reranking service that is down must not stop start-up
+        # (searches fall back to the fused order until it answers).
+        reranker = create_reranker(settings.rerank)
+        services = _assemble(settings, pool, http, embedder, model, draining, reranker)
         await services.check_embedding_model()
     except BaseException:
+        if reranker is not None:
+            await reranker.aclose()
         await http.aclose()
         await pool.close()
         raise
     logger.info(
-        "agent ready: model=%s embedder=%s auth=%s web_search=%s",
+        "agent ready: model=%s embedder=%s reranker=%s auth=%s web_search=%s",
         model.model_name,
         embedder.model_name,
+        reranker.name if reranker else "off",
         settings.auth_mode,
         services.web.backend if services.web else "off",
     )
@@ -135,6 +149,7 @@ def _assemble(
     embedder: Embedder,
     model: Model,
     draining: asyncio.Event,
+    reranker: Reranker | None = None,
 ) -> Services:
     """Every client over the one pool and HTTP client; nothing here does I/O."""
     return Services(
@@ -159,6 +174,7 @@ def _assemble(
             draining=draining,
             grace_seconds=settings.shutdown_grace_seconds,
         ),
+        reranker=reranker,
         draining=draining,
     )
 

@@ -20,7 +20,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from ragkeeper_knowledge.embedding import EmbeddingConfig, embedding_env
+from ragkeeper_knowledge.embedding import EMBEDDING_VARIABLES, EmbeddingConfig, embedding_env
+from ragkeeper_knowledge.rerank import RERANK_VARIABLES, RerankConfig, rerank_env
 
 # Secrets that appear in tutorials and templates; refusing them catches copy-paste deployments.
 PLACEHOLDER_SECRETS = frozenset(
@@ -57,16 +58,25 @@ def https_origin(url: str, setting: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+# The variables of the nested settings (EMBEDDING_*, RERANK_*), by field, for error messages.
+NESTED_VARIABLES = {"embedding": EMBEDDING_VARIABLES, "rerank": RERANK_VARIABLES}
+
+
 def describe_invalid(exc: ValidationError) -> str:
     """One line per refused setting: its name and pydantic's message, never the value given.
 
     ``str(exc)`` quotes each ``input_value``, which would print secrets such as
-    AUTH_JWT_SECRET or OTEL_EXPORTER_OTLP_HEADERS to the pod's log.
+    AUTH_JWT_SECRET or OTEL_EXPORTER_OTLP_HEADERS to the pod's log. A nested field is named
+    by its variable and its place, e.g. ``RERANK_CANDIDATES (rerank.candidates)``.
     """
     lines = []
     for error in exc.errors(include_url=False, include_context=False, include_input=False):
         loc = [str(part) for part in error["loc"]]
-        where = loc[0].upper() if len(loc) == 1 else ".".join(loc) or "settings"
+        where = ".".join(loc) or "settings"
+        if len(loc) == 1 and loc[0] not in NESTED_VARIABLES:
+            where = loc[0].upper()
+        elif len(loc) == 2 and loc[1] in NESTED_VARIABLES.get(loc[0], {}):
+            where = f"{NESTED_VARIABLES[loc[0]][loc[1]]} ({where})"
         lines.append(f"  {where}: {error['msg']}")
     return "\n".join(lines)
 
@@ -103,6 +113,8 @@ class Settings(BaseSettings):
 
     # --- embedder: the EMBEDDING_* variables, shared with the ingestion job (embedding_env)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    # --- second-stage reranking service: the RERANK_* variables (rerank_env); off by default
+    rerank: RerankConfig = Field(default_factory=RerankConfig)
 
     # --- language model
     llm_provider: str = ""
@@ -157,8 +169,12 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (
             init_settings,
-            # EMBEDDING_* as the nested `embedding` dict (keyword arguments still win)
-            InitSettingsSource(settings_cls, init_kwargs={"embedding": embedding_env()}),
+            # EMBEDDING_* and RERANK_* as the nested `embedding` and `rerank` dicts (keyword
+            # arguments still win)
+            InitSettingsSource(
+                settings_cls,
+                init_kwargs={"embedding": embedding_env(), "rerank": rerank_env()},
+            ),
             env_settings,
             dotenv_settings,
             file_secret_settings,
