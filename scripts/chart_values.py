@@ -65,7 +65,7 @@ _CAP = {
 RESERVED_AGENT_ENV = (
     "(?i)^(HOST|PORT|METRICS_PORT|SHUTDOWN_GRACE_SECONDS|.*DATABASE_URL"
     "|EMBEDDING_(PROVIDER|BASE_URL|MODEL_CHOICE|API_KEY)|LLM_(PROVIDER|BASE_URL|CHOICE|API_KEY)"
-    "|AUTH_.*|RATE_LIMIT_PER_MINUTE|CORS_ORIGINS|WEB_.*|OTEL_.*)$"
+    "|AUTH_.*|RATE_LIMIT_PER_MINUTE|CORS_ORIGINS|WEB_.*|OTEL_.*|RERANK_.*)$"
 )
 
 # A Postgres memory setting with a unit Postgres accepts (the bundled database's `-c` flags).
@@ -85,6 +85,9 @@ _PG_EXTRA = {
 
 # ragkeeper_knowledge's EmbeddingProvider minus "hashing" (a test double); tests keep them equal.
 EMBEDDING_PROVIDERS = ("offline", "openai", "ollama", "vllm", "tei")
+
+# ragkeeper_knowledge's RerankProvider; tests keep them equal.
+RERANK_PROVIDERS = ("none", "tei", "cohere")
 
 # Keys whose value is a free-form Kubernetes structure: typed by name, children not listed.
 FREE_FORM: dict[str, dict[str, Any]] = {
@@ -133,6 +136,12 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "agent.tracing.tracesEndpoint": {"pattern": _HTTP_URL},
     "agent.tracing.serviceName": {"minLength": 1},
     "agent.tracing.headersSecret.key": {"minLength": 1},
+    "agent.rerank.provider": {"enum": list(RERANK_PROVIDERS)},
+    "agent.rerank.baseUrl": {"pattern": _HTTP_URL},
+    "agent.rerank.candidates": {"minimum": 2, "maximum": 100},
+    "agent.rerank.timeoutSeconds": {"exclusiveMinimum": 0, "maximum": 300},
+    "agent.rerank.maxRetries": {"minimum": 0, "maximum": 10},
+    "agent.rerank.apiKeyKey": {"minLength": 1},
     "agent.rateLimitPerMinute": {"minimum": 1},
     "agent.corsOrigins": {"type": "array", "items": {"type": "string", "minLength": 1}},
     "database.agentSecretKey": {"minLength": 1},
@@ -184,6 +193,19 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     },
 }
 
+
+def _when_rerank(provider: dict[str, Any], then: dict[str, Any]) -> dict[str, Any]:
+    """``then`` applies to agent.rerank when its provider matches ``provider``."""
+
+    def rerank(schema: dict[str, Any]) -> dict[str, Any]:
+        return {"properties": {"agent": {"properties": {"rerank": schema}}}}
+
+    return {
+        "if": rerank({"properties": {"provider": provider}}),
+        "then": rerank({"properties": then}),
+    }
+
+
 # Cross-field rules, added under the root "allOf".
 CONDITIONS: list[dict[str, Any]] = [
     {
@@ -223,6 +245,14 @@ CONDITIONS: list[dict[str, Any]] = [
                 }
             }
         },
+    },
+    {
+        "description": "A reranking provider needs the service's URL.",
+        **_when_rerank({"enum": ["tei", "cohere"]}, {"baseUrl": {"minLength": 1}}),
+    },
+    {
+        "description": "The Cohere-style reranking API needs the model name.",
+        **_when_rerank({"const": "cohere"}, {"model": {"minLength": 1}}),
     },
 ]
 

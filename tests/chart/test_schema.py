@@ -72,6 +72,10 @@ def test_missing_comment_is_refused() -> None:
         ("extra-env-lowercase.yaml", "at '/agent/extraEnv/0/name': 'not' failed"),
         ("extra-env-database-url.yaml", "at '/agent/extraEnv/0/name': 'not' failed"),
         ("bad-job-cap.yaml", "maxMemory': 'lots' does not match pattern"),
+        ("rerank-without-url.yaml", "baseUrl': minLength: got 0, want 1"),
+        ("rerank-cohere-without-model.yaml", "model': minLength: got 0, want 1"),
+        ("rerank-one-candidate.yaml", "minimum: got 1, want 2"),
+        ("rerank-unknown-provider.yaml", "value must be one of 'none', 'tei', 'cohere'"),
     ],
 )
 def test_helm_rejects_bad_values(values: str, message: str) -> None:

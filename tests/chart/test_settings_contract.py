@@ -7,8 +7,10 @@ AUTH_MODE=jwks) fails here rather than in a crash-looping pod. The agent's web p
 come out as the scenario's `agent.web` values say, and the page's Content-Security-Policy lets
 the browser reach the Supabase project when one is configured. The OTEL_* trace settings come
 out as `agent.tracing` says: export off without an endpoint, otherwise the URL `tracing.py`
-exports to, the service name, the content switch and the headers from the Secret. The
-operator's job policy comes out as `operator.jobs.policy` says.
+exports to, the service name, the content switch and the headers from the Secret. The RERANK_*
+settings come out as `agent.rerank` says (none rendered while its provider is `none`). Every
+variable the chart sets on the agent is one its settings read. The operator's job policy comes
+out as `operator.jobs.policy` says.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ SCENARIOS = [
 SECRET_VALUES = {
     "DATABASE_URL": "postgresql://ragkeeper:s3cret@db.example.com:5432/ragkeeper",
     "AUTH_JWT_SECRET": "x" * 48,
+    "RERANK_API_KEY": "rk-" + "r" * 40,
     "OTEL_EXPORTER_OTLP_HEADERS": "Authorization=Basic%20cGstbGY6c2stbGY=,x-langfuse-ingestion-version=4",
 }
 
@@ -139,6 +142,42 @@ def test_agent_settings_accept_the_rendered_env(
         embedding.provider == named(objects, "ConfigMap", "-config")["data"]["EMBEDDING_PROVIDER"]
     )
     assert embedding.resolved_model
+    _assert_rerank(settings, _agent_values(scenario, "rerank"))
+
+
+def _assert_rerank(settings: Settings, rerank: dict[str, Any]) -> None:
+    from ragkeeper_knowledge.rerank import RerankConfig
+
+    if rerank["provider"] == "none":
+        assert settings.rerank == RerankConfig()
+        return
+    config = settings.rerank
+    assert (config.provider, config.base_url) == (rerank["provider"], rerank["baseUrl"])
+    assert config.model == (rerank["model"] or None)
+    assert (config.candidates, config.max_retries) == (rerank["candidates"], rerank["maxRetries"])
+    assert config.timeout_seconds == rerank["timeoutSeconds"]
+    key = config.api_key.get_secret_value() if config.api_key else None
+    assert key == (SECRET_VALUES["RERANK_API_KEY"] if rerank["existingSecret"] else None)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_variable_the_chart_sets_on_the_agent_is_a_setting(
+    rendered: dict[str, list[dict[str, Any]]], scenario: str
+) -> None:
+    """A renamed or misspelt variable would be ignored (the settings ignore unknown names)."""
+    from ragkeeper_agent.settings import NESTED_VARIABLES, Settings
+
+    read = {
+        name.upper()
+        for name, field in Settings.model_fields.items()
+        if name not in NESTED_VARIABLES
+    }
+    for variables in NESTED_VARIABLES.values():
+        read |= set(variables.values())
+    container = named(rendered[scenario], "Deployment", "-agent")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert sorted({item["name"] for item in container["env"]} - read) == []
 
 
 def _assert_tracing(settings: Settings, tracing: dict[str, Any]) -> None:
@@ -159,6 +198,12 @@ def _assert_tracing(settings: Settings, tracing: dict[str, Any]) -> None:
         assert headers == {}
 
 
+def test_ci_scenarios_cover_every_rerank_provider() -> None:
+    providers = {_agent_values(path.stem, "rerank")["provider"] for path in CI_VALUES}
+    keyed = {bool(_agent_values(path.stem, "rerank")["existingSecret"]) for path in CI_VALUES}
+    assert providers == set(chart_values.RERANK_PROVIDERS) and keyed == {True, False}
+
+
 def test_ci_scenarios_cover_tracing_on_and_off() -> None:
     endpoints = {
         (bool(t["endpoint"]), bool(t["tracesEndpoint"]), bool(t["headersSecret"]["name"]))
@@ -173,6 +218,14 @@ def test_schema_offers_the_embedding_providers_the_store_knows() -> None:
     from ragkeeper_knowledge.embedding.factory import EmbeddingProvider
 
     assert set(chart_values.EMBEDDING_PROVIDERS) == set(get_args(EmbeddingProvider)) - {"hashing"}
+
+
+def test_schema_offers_the_rerank_providers_the_store_knows() -> None:
+    from typing import get_args
+
+    from ragkeeper_knowledge.rerank import RerankProvider
+
+    assert set(chart_values.RERANK_PROVIDERS) == set(get_args(RerankProvider))
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

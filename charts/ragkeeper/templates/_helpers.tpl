@@ -228,3 +228,37 @@ default install exports nothing. The headers carry credentials: only ever a secr
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/*
+RERANK_* environment of the agent (agent.rerank), rendered only when a provider is set so a
+default install reranks nothing. The API key: only ever a secretKeyRef.
+*/}}
+{{- define "ragkeeper.agentRerankEnv" -}}
+{{- $rerank := .Values.agent.rerank -}}
+{{- if ne $rerank.provider "none" }}
+- name: RERANK_PROVIDER
+  value: {{ $rerank.provider | quote }}
+- name: RERANK_BASE_URL
+  value: {{ required "agent.rerank.baseUrl is required with agent.rerank.provider" $rerank.baseUrl | quote }}
+{{- if eq $rerank.provider "cohere" }}
+- name: RERANK_MODEL
+  value: {{ required "agent.rerank.model is required when agent.rerank.provider is cohere" $rerank.model | quote }}
+{{- else if $rerank.model }}
+- name: RERANK_MODEL
+  value: {{ $rerank.model | quote }}
+{{- end }}
+- name: RERANK_CANDIDATES
+  value: {{ $rerank.candidates | quote }}
+- name: RERANK_TIMEOUT_SECONDS
+  value: {{ $rerank.timeoutSeconds | quote }}
+- name: RERANK_MAX_RETRIES
+  value: {{ $rerank.maxRetries | quote }}
+{{- with $rerank.existingSecret }}
+- name: RERANK_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $rerank.apiKeyKey }}
+{{- end }}
+{{- end }}
+{{- end -}}
