@@ -155,9 +155,8 @@ async def retrieve(
 
 
 def rerank_input(hit: SearchHit) -> str:
-    """What the reranker reads of a hit: its text under its document title and heading path
-    (the context its chunk was embedded with), so a passage that only makes sense under its
-    heading is still judged on it."""
+    """What the reranker reads of a hit: its text under its document title and heading path,
+    so a passage that only makes sense under its heading is still judged on it."""
     heading = hit.metadata.get("heading")
     parts = (hit.title, heading if isinstance(heading, str) else None)
     context = " > ".join(part for part in parts if part)
