@@ -114,7 +114,8 @@ def create_reranker(
                 "RERANK_PROVIDER is none; set RERANK_PROVIDER to tei or cohere to rerank"
             )
         return None
-    assert config.base_url is not None  # nosec B101 - checked by RerankConfig._usable
+    # RerankConfig refuses a provider without a URL (B101 does not apply).
+    assert config.base_url is not None  # nosec B101
     kind: type[HTTPReranker] = TEIReranker if config.provider == "tei" else CohereReranker
     return kind(
         base_url=config.base_url,
