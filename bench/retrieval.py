@@ -272,6 +272,19 @@ SEARCH_CONFIGS: dict[str, SearchConfig] = {
 }
 
 
+def search_config(name: str) -> SearchConfig:
+    """A named configuration, or ``hybrid@V:T``: hybrid with fusion weights V (vector), T (text)."""
+    if name in SEARCH_CONFIGS:
+        return SEARCH_CONFIGS[name]
+    found = re.fullmatch(r"hybrid@([0-9.]+):([0-9.]+)", name)
+    if found is None:
+        raise argparse.ArgumentTypeError(
+            f"{name!r}: choose from {', '.join(SEARCH_CONFIGS)} or hybrid@VECTOR:TEXT"
+        )
+    weights = {"SEARCH_VECTOR_WEIGHT": found[1], "SEARCH_TEXT_WEIGHT": found[2]}
+    return SearchConfig(name, {**weights, "RERANK_PROVIDER": "none"})
+
+
 class RerankService:
     """The TEI-style reranking service of the reranked configurations, found once per run.
 
@@ -517,8 +530,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
                     file=sys.stderr,
                 )
             configs = args.configs if chunking == args.chunking[0] else args.other_configs
-            for name in configs:
-                config = SEARCH_CONFIGS[name]
+            for config in configs:
                 env = await runtime_env(config, reranker, args.rerank_candidates)
                 if env is not None:
                     rows += await config_rows(dsn, config, label, sets, {**env, **extra}, args)
@@ -585,14 +597,17 @@ def main() -> None:
     parser.add_argument(
         "--configs",
         nargs="+",
-        default=["vector", "text", "hybrid", "hybrid+rerank", "defaults"],
-        choices=sorted(SEARCH_CONFIGS),
+        type=search_config,
+        default=[SEARCH_CONFIGS[n] for n in ("vector", "text", "hybrid", "hybrid+rerank")],
+        metavar="CONFIG",
+        help=f"{', '.join(SEARCH_CONFIGS)}, or hybrid@V:T (fusion weights)",
     )
     parser.add_argument(
         "--other-configs",
         nargs="+",
-        default=["hybrid", "hybrid+rerank"],
-        choices=sorted(SEARCH_CONFIGS),
+        type=search_config,
+        default=[SEARCH_CONFIGS[n] for n in ("hybrid", "hybrid+rerank")],
+        metavar="CONFIG",
         help="configurations measured at the other chunkings",
     )
     parser.add_argument(

@@ -28,10 +28,6 @@ from .conftest import RunningServer, auth, serve, settings_for
 from .test_extractive import DOCS, assert_well_formed, quotes
 
 SOURCE_LINE = re.compile(r"^((?:\[\d+\](?:, )?)+) (.+)$")
-RETRIEVAL_GAP = (
-    "retrieval: /api/search's default top k does not return the chunk that answers this "
-    "question (owned by search; remove this xfail when it does)"
-)
 
 
 @dataclass(frozen=True)
@@ -103,13 +99,7 @@ async def ask_openai(stack: RunningServer, question: str) -> tuple[str, dict[int
     return text, files
 
 
-@pytest.mark.parametrize(
-    "example",
-    [
-        pytest.param(RESET, id="reset", marks=pytest.mark.xfail(strict=True, reason=RETRIEVAL_GAP)),
-        pytest.param(PRICE, id="price", marks=pytest.mark.xfail(strict=True, reason=RETRIEVAL_GAP)),
-    ],
-)
+@pytest.mark.parametrize("example", [RESET, PRICE], ids=["reset", "price"])
 async def test_readme_question_is_answered_from_the_right_document(
     stack: RunningServer, example: Example
 ) -> None:

@@ -13,7 +13,7 @@ from .conftest import auth
 
 
 async def test_a_zero_text_weight_is_vector_only_search(server_factory: Callable[..., Any]) -> None:
-    """"encryption" is a word of one seeded document: full text finds only it, vectors rank all."""
+    """The word "encryption" is in one seeded document: full text finds only it."""
     body = {"query": "encryption", "k": 10}
     async with server_factory() as server, server.client() as c:
         hybrid = (await c.post("/api/search", json=body, headers=auth("mia"))).json()

@@ -74,6 +74,46 @@ def test_extract_txt_keeps_utf8_and_normalises_newlines() -> None:
     assert result == Extracted(text="Café menu\n\nCrème brûlée\nTea", title=None, tables=[])
 
 
+def test_extract_txt_marks_the_headings_of_a_plain_text_manual() -> None:
+    text = (
+        "KESTREL K2 - QUICK START\n\nThank you.\n\nRESETTING\n\nHold the dial for 30 s.\n"
+        "A LOUD WARNING SENTENCE ENDS WITH A FULL STOP.\n\nNOT A HEADING, it has lower case\n\n"
+        "Wiring\n------\n\nR and C.\n\n2. BEFORE YOU START\nSwitch off the power.\n"
+    )
+    result = extract(text.encode(), "txt")
+    assert result.title == "KESTREL K2 - QUICK START"
+    assert result.text.splitlines() == [
+        "# KESTREL K2 - QUICK START",
+        "",
+        "Thank you.",
+        "",
+        "## RESETTING",
+        "",
+        "Hold the dial for 30 s.",
+        "A LOUD WARNING SENTENCE ENDS WITH A FULL STOP.",  # not after a blank line, and a "."
+        "",
+        "NOT A HEADING, it has lower case",
+        "",
+        "## Wiring",  # underlined: level 2, the underline dropped
+        "",
+        "",
+        "R and C.",
+        "",
+        "## 2. BEFORE YOU START",
+        "Switch off the power.",
+    ]
+    headings = [p.heading for p in chunk_document(result.text, size=100, overlap=0)]
+    assert "KESTREL K2 - QUICK START > RESETTING" in headings
+
+
+def test_extract_txt_takes_an_underlined_title_and_ignores_rules() -> None:
+    result = extract(b"User guide\n==========\n\nSome text.\n\n----------\n\nMORE\n", "txt")
+    assert result.title == "User guide"
+    assert result.text.splitlines()[:3] == ["# User guide", "", ""]
+    assert "----------" in result.text.splitlines()  # a rule under a blank line stays text
+    assert result.text.endswith("## MORE\n")
+
+
 @pytest.mark.parametrize(
     ("data", "expected"),
     [

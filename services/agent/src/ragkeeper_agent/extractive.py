@@ -25,7 +25,9 @@ How sentences are chosen (:func:`compose_answer`):
 - Words are compared by a light stem (``resetting``/``resets`` -> ``reset``). Each
   question word is a concept; a small map of intents (:data:`INTENTS`) turns a
   question about a price ("cost", "price", "how much is/does ...") into one concept
-  matched by any price word or currency (``price``, ``EUR``, ``NOK``, ``$`` ...).
+  matched by any price word or currency (``price``, ``EUR``, ``NOK``, ``$`` ...); the
+  search the model runs adds the intent's usual word ("price") to the question, as a
+  language model would when it words its own query (:func:`search_query`).
 - A concept counts once per unit, whether it is in the sentence or in the heading
   above it, weighted by how rare it is among the retrieved units, squared: one rare
   word ("reset") outweighs two that are everywhere ("Kestrel", "thermostat").
@@ -139,11 +141,13 @@ class Intent:
     """Matches questions of this kind."""
     words: frozenset[str]
     """Stems (or symbols) that answer it; all of them count as one concept."""
+    search: str
+    """Added to the search query, as a model would word it ("price" for "how much")."""
 
 
-def _intent(name: str, asked: str, words: str) -> Intent:
+def _intent(name: str, asked: str, words: str, search: str) -> Intent:
     stems = frozenset(_stem(w) if w not in _CURRENCY else w for w in words.split())
-    return Intent(name, re.compile(asked, re.IGNORECASE), stems)
+    return Intent(name, re.compile(asked, re.IGNORECASE), stems, search)
 
 
 INTENTS: tuple[Intent, ...] = (
@@ -152,6 +156,7 @@ INTENTS: tuple[Intent, ...] = (
         r"\b(?:cost|costs|price|prices|priced|pricing"
         r"|how much (?:is|are|was|does|do|did|will|would)\b)",
         "cost price pricing fee eur euro usd dollar gbp nok sek dkk chf $ € £",
+        "price",
     ),
 )
 """Question intents: small and general on purpose (an LLM needs none of this)."""
@@ -421,8 +426,19 @@ def compose_answer(question: str, passages: list[Passage]) -> str:
     )
 
 
+def search_query(question: str) -> str:
+    """The search the offline model runs: the question, plus the word its intents are
+    usually written with in documents ("How much does X cost?" also searches "price")."""
+    extra = [
+        i.search
+        for i in INTENTS
+        if i.asked.search(question) and _stem(i.search) not in _terms(question)
+    ]
+    return " ".join([question, *extra]) if question else "overview"
+
+
 def _search_args(messages: list[ModelMessage]) -> dict[str, Any]:
-    return {"query": _last_prompt(messages) or "overview"}
+    return {"query": search_query(_last_prompt(messages))}
 
 
 def _reply(messages: list[ModelMessage]) -> str | dict[str, Any]:

@@ -108,10 +108,15 @@ WITH vec AS (  -- LIMIT on the HNSW index scan; row numbers only after it
     FROM lex CROSS JOIN LATERAL (
         SELECT d.id FROM documents d WHERE d.fts @@ lex.q{filters} LIMIT {cap}
     ) m
-), weight AS MATERIALIZED (  -- rarer terms weigh more
-    SELECT lex.w, lex.q, ln(1 + {cap}.0 / count(*)) AS idf
-    FROM lex JOIN pair ON pair.w = lex.w
-    GROUP BY lex.w, lex.q
+), total AS (  -- chunks in the store: the planner's estimate, at least every term's df
+    SELECT greatest(
+        (SELECT reltuples FROM pg_class WHERE oid = 'documents'::regclass),
+        (SELECT count(*) FROM pair)
+    ) AS n
+), weight AS MATERIALIZED (  -- rarer terms weigh more: BM25's idf over the capped df
+    SELECT lex.w, lex.q, ln(1 + (total.n - count(*) + 0.5) / (count(*) + 0.5)) AS idf
+    FROM lex JOIN pair ON pair.w = lex.w, total
+    GROUP BY lex.w, lex.q, total.n
 ), cand AS (  -- the AND matches when enough, else the best by weights found
     SELECT id FROM hit WHERE (SELECT count(*) FROM hit) >= $3
     UNION ALL

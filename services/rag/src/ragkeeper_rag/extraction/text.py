@@ -95,8 +95,54 @@ def _decode(data: bytes, declared: str | None) -> str:
 
 
 def extract_txt(data: bytes) -> Extracted:
-    """Plain text: decoded as is; a plain file carries no title of its own."""
-    return Extracted(text=decode_text(data), title=None, tables=[])
+    """Plain text: decoded, with the headings a plain-text manual uses marked as ``#`` lines.
+
+    Without them a text file would be one section with no heading path, and a chunk
+    would not say which part of the manual it comes from (see :func:`mark_plain_headings`).
+    """
+    text, title = mark_plain_headings(decode_text(data))
+    return Extracted(text=text, title=title, tables=[])
+
+
+_PLAIN_HEADING_MAX_CHARS = 80
+_UNDERLINE = re.compile(r"(=+|-+)[ \t]*")
+_CAPS_HEADING = re.compile(
+    r"(?:\d+(?:\.\d+)*\.?\s+)?[^a-z.,;:!?]*[A-Z][^a-z.,;:!?]*[A-Z][^a-z.,;:!?]*"
+)
+"""An optional section number, then at least two capitals, no lower-case letter and no
+sentence punctuation."""
+
+
+def mark_plain_headings(text: str) -> tuple[str, str | None]:
+    """Plain-text headings as ``#`` lines; the title is the heading that opens the text.
+
+    A heading is a line of at most 80 characters after a blank line (or at the start):
+    either in capitals ("RESETTING", "2. BEFORE YOU START"), or underlined with ``=``
+    (level 1) or ``-`` (level 2, the underline is dropped). A capitals heading that opens
+    the text is level 1 and the document's title; the others are level 2. Linear in the text.
+    """
+    lines = text.split("\n")
+    title: str | None = None
+    blank_before = True
+    seen_text = False
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        level = 0
+        if blank_before and 3 <= len(stripped) <= _PLAIN_HEADING_MAX_CHARS:
+            following = lines[i + 1] if i + 1 < len(lines) else ""
+            underline = _UNDERLINE.fullmatch(following.strip())
+            if underline and len(following.strip()) >= 3 and not _UNDERLINE.fullmatch(stripped):
+                level = 1 if underline.group(1)[0] == "=" else 2
+                lines[i + 1] = ""
+            elif _CAPS_HEADING.fullmatch(stripped) and not stripped.startswith("#"):
+                level = 2 if seen_text else 1
+        if level:
+            if level == 1 and title is None and not seen_text:
+                title = stripped
+            lines[i] = f"{'#' * level} {stripped}"
+        blank_before = not stripped or bool(level)
+        seen_text = seen_text or bool(stripped)
+    return "\n".join(lines), title
 
 
 def extract_markdown(data: bytes) -> Extracted:
