@@ -42,7 +42,7 @@ e2e: ## Run the operator scenarios against the cluster KUBECONFIG points at
 	$(UV) run --frozen pytest -m e2e tests/e2e $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: ## ruff, ruff format --check, mypy --strict on the packages, import-linter, yamllint, hadolint, workflows, eslint
+lint: ## ruff, ruff format --check, mypy --strict on the packages, import-linter, bandit, yamllint, hadolint, workflows, eslint, detect-secrets
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy services/knowledge/src services/rag/src services/agent/src operator/src

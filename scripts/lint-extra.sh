@@ -3,7 +3,9 @@
 # Dependabot config (check-jsonschema, offline built-in schemas), and the generated chart
 # schema/values tables (scripts/chart_values.py --check); and ESLint (eslint.config.js) over
 # the chat page's own JavaScript, installed on first use by `scripts/install-tools.sh eslint`
-# (Debian's nodejs/npm if missing, then `npm ci` from package-lock.json into node_modules/).
+# (Debian's nodejs/npm if missing, then `npm ci` from package-lock.json into node_modules/);
+# and secret scanning (detect-secrets over every tracked file against .secrets.baseline,
+# scripts/secret-scan.sh).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -16,3 +18,4 @@ UV_RUN=(uv run --frozen)
 "${UV_RUN[@]}" python scripts/chart_values.py --check
 bash scripts/install-tools.sh eslint
 node_modules/.bin/eslint --max-warnings 0 services/agent/src/ragkeeper_agent/static/js
+bash scripts/secret-scan.sh
