@@ -1,4 +1,5 @@
-"""Pure-ASGI middleware: request id, access log + HTTP metrics, and a body size limit.
+"""Pure-ASGI middleware: request id, access log + HTTP metrics, a body size limit, and the
+text rule (``text.py``) for query parameters and JSON bodies.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so streamed responses pass through
 untouched and the duration metric covers the whole stream. The route label is
@@ -13,13 +14,16 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .logs import request_id_var
 from .metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
+from .text import MAX_JSON_DEPTH, Loc, json_problems, json_too_deep, text_problem
 
 logger = logging.getLogger("ragkeeper_agent.access")
 
@@ -33,7 +37,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def send_json_error(send: Send, status: int, detail: str) -> None:
+async def send_json_error(send: Send, status: int, detail: str | list[dict[str, Any]]) -> None:
     """Answer ``{"detail": ...}`` straight over ASGI, for middleware that cannot use the app."""
     body = json.dumps({"detail": detail}).encode()
     await send(
@@ -105,10 +109,15 @@ class _BodyTooLarge(HTTPException):
 
 
 class BodySizeLimitMiddleware:
-    """Answers 413 when a request body is over ``max_bytes`` (declared or actually sent)."""
+    """Answers 413 when a request body is over ``max_bytes`` (declared or actually sent).
+
+    It is the gate every request's input passes: the request then goes through
+    :class:`RequestTextMiddleware` (the text rule), which it wraps itself, so the text is
+    checked wherever the size is and only in bodies within the limit.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
+        self.app = RequestTextMiddleware(app)
         self.max_bytes = max_bytes
 
     async def _reject(self, send: Send) -> None:
@@ -145,3 +154,110 @@ class BodySizeLimitMiddleware:
         except _BodyTooLarge:
             if not started:
                 await self._reject(send)
+
+
+# At most this many refusals are listed in one answer.
+MAX_TEXT_ERRORS = 10
+# Bodies nested deeper are refused from their bytes, unparsed; shallower ones are parsed, so
+# the refusal of one over MAX_JSON_DEPTH names the field.
+PARSE_DEPTH = 256
+
+
+def _is_json(scope: Scope) -> bool:
+    """Whether FastAPI parses this request's body as JSON (no type, ``*/json``, ``*+json``)."""
+    content_type = _header(scope, b"content-type")
+    if content_type is None:
+        return True
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media.startswith("application/") and media.endswith(("/json", "+json"))
+
+
+def _error(kind: str, loc: Loc, problem: str) -> dict[str, Any]:
+    """One entry in FastAPI's validation error shape; the refused input is not echoed."""
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:]).lstrip(".")
+    return {"type": kind, "loc": list(loc), "msg": f"{where or loc[0]} {problem}"}
+
+
+def _query_errors(scope: Scope) -> Iterator[dict[str, Any]]:
+    query = scope.get("query_string", b"").decode("latin-1")
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        for text, what in ((name, "name"), (value, "value")):
+            problem = text_problem(text)
+            if problem is not None:
+                shown = name if what == "value" else name.encode("unicode_escape").decode()
+                yield _error("text_refused", ("query", shown), f"{what} {problem}")
+
+
+def _body_errors(body: bytes) -> list[dict[str, Any]]:
+    too_deep = _error(
+        "json_too_deep",
+        ("body",),
+        f"nests arrays and objects more than {MAX_JSON_DEPTH} levels deep",
+    )
+    if json_too_deep(body, PARSE_DEPTH):
+        return [too_deep]
+    try:
+        parsed = json.loads(body)
+    except RecursionError:
+        return [too_deep]
+    except ValueError:
+        return []  # not JSON: FastAPI answers it (json_invalid)
+    errors = []
+    for loc, problem in json_problems(parsed, ("body",)):
+        kind = "json_too_deep" if problem.startswith("nests") else "text_refused"
+        errors.append(_error(kind, loc, problem))
+        if len(errors) == MAX_TEXT_ERRORS:
+            break
+    return errors
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, Message | None]:
+    """The whole body, and the message that ended it early (the client went away) if any."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), message
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks), None
+
+
+class RequestTextMiddleware:
+    """Answers 422 when a query parameter or a JSON body breaks the text rule (``text.py``).
+
+    Every key and string of a JSON body, at any depth and in any field (known to the schema
+    or not), is checked, and the body's nesting is measured on its bytes before it is parsed.
+    The body (already bounded by :class:`BodySizeLimitMiddleware`, which sits outside) is read
+    here and handed on unchanged. Path parameters are checked by their routes' types.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        http = scope["type"] == "http"
+        errors = list(_query_errors(scope))[:MAX_TEXT_ERRORS] if http else []
+        if errors:
+            await send_json_error(send, 422, errors)
+            return
+        if not (http and _is_json(scope)):
+            await self.app(scope, receive, send)
+            return
+        body, last = await _read_body(receive)
+        errors = _body_errors(body) if body else []
+        if errors:
+            await send_json_error(send, 422, errors)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": last is not None}
+            if last is not None:
+                return last
+            return await receive()
+
+        await self.app(scope, replay, send)

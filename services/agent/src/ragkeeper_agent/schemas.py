@@ -1,5 +1,9 @@
 """Request and response bodies of the HTTP API (validation errors become clear 422s).
 
+Every string a request carries is :data:`~ragkeeper_agent.text.Text` (the accepted text,
+``text.py``) with a length limit here or in its route; free-form JSON is
+:data:`~ragkeeper_agent.text.JsonObject`.
+
 The NDJSON chat body keeps its field names (``query, user_id, request_id,
 session_id, files``) compatible with existing clients of the earlier
 docker-compose deployment's API; the OpenAI-compatible bodies follow the Chat
@@ -16,8 +20,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .text import JsonObject, Text
+
 MAX_FILES = 5
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_~.:-]{1,128}$"
+MAX_ID_CHARS = 255
+MAX_SEARCH_QUERY_CHARS = 8000
 
 
 class FileAttachment(BaseModel):
@@ -25,9 +33,9 @@ class FileAttachment(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    file_name: str = Field(alias="fileName", min_length=1, max_length=255)
-    content: str = Field(description="base64-encoded bytes")
-    mime_type: str = Field(alias="mimeType", default="application/octet-stream", max_length=127)
+    file_name: Text = Field(alias="fileName", min_length=1, max_length=255)
+    content: Text = Field(description="base64-encoded bytes")
+    mime_type: Text = Field(alias="mimeType", default="application/octet-stream", max_length=127)
 
     @field_validator("content")
     @classmethod
@@ -43,10 +51,10 @@ class FileAttachment(BaseModel):
 
 
 class AgentRequest(BaseModel):
-    query: str = Field(min_length=1)
-    user_id: str | None = Field(default=None, min_length=1, max_length=255)
-    request_id: str | None = Field(default=None, max_length=128)
-    session_id: str | None = Field(default=None, pattern=SESSION_ID_PATTERN)
+    query: Text = Field(min_length=1, description="at most MAX_QUERY_CHARS characters")
+    user_id: Text | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
+    request_id: Text | None = Field(default=None, max_length=128)
+    session_id: Text | None = Field(default=None, pattern=SESSION_ID_PATTERN)
     files: list[FileAttachment] | None = Field(default=None, max_length=MAX_FILES)
 
     @field_validator("session_id", mode="before")
@@ -56,10 +64,10 @@ class AgentRequest(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    query: str = Field(min_length=1, max_length=8000)
+    query: Text = Field(min_length=1, max_length=MAX_SEARCH_QUERY_CHARS)
     k: int = Field(default=5, ge=1, le=50)
-    pipeline_id: str | None = None
-    metadata_filter: dict[str, Any] | None = None
+    pipeline_id: Text | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
+    metadata_filter: JsonObject | None = None
 
 
 class PassageOut(BaseModel):
@@ -90,14 +98,14 @@ class MessageOut(BaseModel):
 
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="allow")
-    type: str
-    text: str | None = None
+    type: Text = Field(max_length=64)
+    text: Text | None = None
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = None
+    content: Text | list[ContentPart] | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -114,11 +122,11 @@ class StreamOptions(BaseModel):
 
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
-    model: str | None = None
+    model: Text | None = Field(default=None, max_length=MAX_ID_CHARS)
     messages: list[ChatMessage] = Field(min_length=1, max_length=200)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    user: Text | None = Field(default=None, max_length=MAX_ID_CHARS)
 
     @field_validator("messages")
     @classmethod

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from ..deps import PrincipalDep, ServicesDep, acting_user
-from ..schemas import SESSION_ID_PATTERN, ConversationOut, MessageOut
+from ..schemas import MAX_ID_CHARS, SESSION_ID_PATTERN, ConversationOut, MessageOut
+from ..text import Text
 
 router = APIRouter()
 
@@ -16,7 +17,7 @@ router = APIRouter()
 async def list_conversations(
     principal: PrincipalDep,
     services: ServicesDep,
-    user_id: Annotated[str | None, Query(max_length=255)] = None,
+    user_id: Annotated[Text | None, Query(max_length=MAX_ID_CHARS)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[ConversationOut]:
@@ -37,8 +38,8 @@ async def list_conversations(
 async def conversation_messages(
     principal: PrincipalDep,
     services: ServicesDep,
-    session_id: Annotated[str, Path(pattern=SESSION_ID_PATTERN)],
-    user_id: Annotated[str | None, Query(max_length=255)] = None,
+    session_id: Annotated[Text, Path(pattern=SESSION_ID_PATTERN)],
+    user_id: Annotated[Text | None, Query(max_length=MAX_ID_CHARS)] = None,
     include_tools: bool = False,
 ) -> list[MessageOut]:
     """The conversation's messages; tool calls and results only with ``include_tools``."""

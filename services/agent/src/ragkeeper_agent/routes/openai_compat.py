@@ -83,7 +83,10 @@ async def completion_request(
     the last message (422) and all messages together (413)."""
     user_id = principal.user_id if principal.authenticated else body.user or principal.user_id
     if len(body.messages[-1].text()) > services.settings.max_query_chars:
-        raise HTTPException(422, f"message exceeds {services.settings.max_query_chars} characters")
+        raise HTTPException(
+            422,
+            f"the last message's content exceeds {services.settings.max_query_chars} characters",
+        )
     history, prompt = to_history(body.messages)
     check_prompt_size(prompt, history, limit=services.settings.max_prompt_chars)
     return Acting(user_id, body)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, HTTPException
 
 from ..agent import retrieve
 from ..deps import Acting, PrincipalDep, RateLimit, ServicesDep
@@ -13,8 +13,13 @@ from ..schemas import PassageOut, SearchRequest
 router = APIRouter()
 
 
-async def search_request(body: SearchRequest, principal: PrincipalDep) -> Acting[SearchRequest]:
-    """Searches count against the caller's own window (the body names no user)."""
+async def search_request(
+    body: SearchRequest, principal: PrincipalDep, services: ServicesDep
+) -> Acting[SearchRequest]:
+    """Searches count against the caller's own window (the body names no user); the query
+    is within ``MAX_QUERY_CHARS`` as well as the schema's limit."""
+    if len(body.query) > services.settings.max_query_chars:
+        raise HTTPException(422, f"query exceeds {services.settings.max_query_chars} characters")
     return Acting(principal.user_id, body)
 
 

@@ -1,0 +1,144 @@
+"""What text the API accepts: the one rule, applied to every field of every request.
+
+A request's text may hold any Unicode character except
+
+- NUL (U+0000): Postgres stores none in ``text`` or ``jsonb``;
+- the other C0 control characters (U+0001-U+001F) but tab, line feed and carriage return;
+- lone surrogates (U+D800-U+DFFF not in a pair; JSON can spell them, ``"\\ud800"``): they are
+  not characters and cannot be encoded as UTF-8.
+
+JSON bodies may nest at most :data:`MAX_JSON_DEPTH` arrays and objects deep. Everything else a
+field may hold (lengths, patterns) is in its schema (``schemas.py``) or its route.
+
+Two places apply the rule, both from here: ``middleware.RequestTextMiddleware`` checks every
+JSON body (each key and string at any depth, known field or not) and every query
+parameter before a route sees them; the request schemas' :data:`Text` and :data:`JsonObject`
+types check their own fields, so a model built in code obeys it too. A refusal is a 422 in
+FastAPI's validation error shape, with the field's location.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
+
+MAX_JSON_DEPTH = 32
+MAX_KEY_CHARS = 255
+MAX_JSON_STRING_CHARS = 2000
+
+_REFUSED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+
+Loc = tuple[str | int, ...]
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` is not acceptable text, or None when it is."""
+    found = _REFUSED.search(value)
+    if found is None:
+        return None
+    char = found.group()
+    position = found.start()
+    if char == "\x00":
+        return f"contains a NUL character (at index {position})"
+    if "\ud800" <= char <= "\udfff":
+        return (
+            f"contains a lone surrogate U+{ord(char):04X} (at index {position}), not valid Unicode"
+        )
+    return f"contains the control character U+{ord(char):04X} (at index {position})"
+
+
+def check_text(value: str) -> str:
+    """Pydantic validator: ``value`` unchanged, or a ValueError saying why it is refused."""
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def json_problems(value: Any, loc: Loc = (), depth: int = 0) -> Iterator[tuple[Loc, str]]:
+    """Each refused key or string in a parsed JSON value, with its location and the reason;
+    a container nested deeper than :data:`MAX_JSON_DEPTH` is reported once, not entered."""
+    if isinstance(value, str):
+        problem = text_problem(value)
+        if problem is not None:
+            yield loc, problem
+        return
+    if not isinstance(value, (dict, list)):
+        return
+    if depth >= MAX_JSON_DEPTH:
+        yield loc, f"nests arrays and objects more than {MAX_JSON_DEPTH} levels deep"
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from json_problems(item, (*loc, index), depth + 1)
+        return
+    for key, item in value.items():
+        problem = text_problem(key)
+        if problem is not None:
+            yield (*loc, _printable(key)), f"key {problem}"
+            continue
+        yield from json_problems(item, (*loc, key), depth + 1)
+
+
+def _printable(key: str) -> str:
+    """A refused key as it can appear in an error body (escaped, so it is valid UTF-8)."""
+    return key.encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
+def _strings(value: Any, loc: Loc = ()) -> Iterator[tuple[Loc, str, int]]:
+    """Each key and string in ``value``: its location, the text and its length limit."""
+    if isinstance(value, str):
+        yield loc, value, MAX_JSON_STRING_CHARS
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, (*loc, index))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield (*loc, key), key, MAX_KEY_CHARS
+            yield from _strings(item, (*loc, key))
+
+
+def check_json_object(value: dict[str, Any]) -> dict[str, Any]:
+    """Pydantic validator for free-form JSON fields (``metadata_filter``): the text rule for
+    every key and string, the depth limit, and length limits for keys and strings."""
+    for loc, problem in json_problems(value, depth=1):
+        raise ValueError(f"{_where(loc)}{problem}")
+    for loc, text, limit in _strings(value):
+        if len(text) > limit:
+            raise ValueError(f"{_where(loc)}longer than {limit} characters")
+    return value
+
+
+def _where(loc: Loc) -> str:
+    return "".join(f"[{part!r}]" for part in loc) + ": " if loc else ""
+
+
+# Every string field of a request schema is ``Text`` (with its own length limits added
+# through ``Field``); free-form JSON objects are ``JsonObject``.
+Text = Annotated[str, AfterValidator(check_text)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(check_json_object)]
+
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+_INNERMOST = re.compile(rb"\[\]|\{\}")
+
+
+def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether a JSON document nests more than ``limit`` levels, judged from its bytes.
+
+    Run before parsing, so a body of a million ``[`` is refused without the parser's
+    recursion (or the memory of a huge nested object). Strings are dropped, then the
+    innermost empty pairs are removed once per level: a document still holding brackets
+    after ``limit`` rounds that each removed some is deeper than ``limit``. A malformed
+    document is left to the parser.
+    """
+    skeleton = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", body))
+    for _ in range(limit):
+        skeleton, removed = _INNERMOST.subn(b"", skeleton)
+        if not skeleton or not removed:
+            return False
+    return bool(skeleton) and _INNERMOST.search(skeleton) is not None
