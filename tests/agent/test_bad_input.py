@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from ragkeeper_agent import create_app
 from ragkeeper_agent.schemas import ChatCompletionRequest, SearchRequest
-from ragkeeper_agent.text import MAX_JSON_DEPTH, json_too_deep, text_problem
+from ragkeeper_agent.text import MAX_JSON_DEPTH, json_may_be_refused, json_problems, text_problem
 
 from .conftest import RunningServer, auth, settings_for
 
@@ -252,7 +252,7 @@ def _nested(depth: int) -> str:
 
 
 @pytest.mark.parametrize("depth", [MAX_JSON_DEPTH, 200, 500_000])
-async def test_deep_json_is_refused_before_parsing(server: RunningServer, depth: int) -> None:
+async def test_deep_json_is_refused(server: RunningServer, depth: int) -> None:
     async with server.client() as c:
         r = await _send(c, "POST", "/api/search", _nested(depth).encode())
         assert r.status_code == 422, r.text[:300]
@@ -295,11 +295,20 @@ def test_the_rule() -> None:
     assert "NUL" in (text_problem("a\x00") or "")
     assert "surrogate" in (text_problem("a\udfff") or "")
     assert "U+001F" in (text_problem("\x1f") or "")
-    assert not json_too_deep(b'{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}', 3)
-    assert not json_too_deep(b'{"a": "\\"[[[[["}', 1)
-    assert json_too_deep(b'{"a": [[[]]]}', 3)
-    assert not json_too_deep(b'{"a": [[]]}', 3)
-    assert not json_too_deep(b"[[[[[[[", 3)  # malformed: the parser refuses it
+    assert not json_may_be_refused(b'{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}')
+    assert not json_may_be_refused(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH)
+    assert json_may_be_refused(b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1))
+    assert json_may_be_refused(b'{"a": "\\u001F"}') and json_may_be_refused(b'["\xed\xa0\x80"]')
+    assert not json_may_be_refused(b'{"a": "\\u0041 \\"[[[["}')
+    wide = [[{"k": "v"}] for _ in range(100_000)] + [{"a\x00": 1}]
+    assert list(json_problems(wide, ("body",))) == [
+        (("body", 100_000, "a\\x00"), "key contains a NUL character (at index 1)")
+    ]
+    deep: list[Any] = []
+    for _ in range(MAX_JSON_DEPTH + 5):
+        deep = [deep]
+    [(loc, problem)] = json_problems(deep)
+    assert len(loc) == MAX_JSON_DEPTH and "levels deep" in problem
 
 
 def test_schemas_apply_the_rule_in_code_too() -> None:

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .logs import request_id_var
 from .metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
-from .text import MAX_JSON_DEPTH, Loc, json_problems, json_too_deep, text_problem
+from .text import MAX_JSON_DEPTH, Loc, json_may_be_refused, json_problems, text_problem
 
 logger = logging.getLogger("ragkeeper_agent.access")
 
@@ -158,9 +158,6 @@ class BodySizeLimitMiddleware:
 
 # At most this many refusals are listed in one answer.
 MAX_TEXT_ERRORS = 10
-# Bodies nested deeper are refused from their bytes, unparsed; shallower ones are parsed, so
-# the refusal of one over MAX_JSON_DEPTH names the field.
-PARSE_DEPTH = 256
 
 
 def _is_json(scope: Scope) -> bool:
@@ -194,14 +191,14 @@ def _body_errors(body: bytes) -> list[dict[str, Any]]:
         ("body",),
         f"nests arrays and objects more than {MAX_JSON_DEPTH} levels deep",
     )
-    if json_too_deep(body, PARSE_DEPTH):
-        return [too_deep]
     try:
         parsed = json.loads(body)
-    except RecursionError:
+    except RecursionError:  # the parser's own guard, within a millisecond at any depth
         return [too_deep]
     except ValueError:
         return []  # not JSON: FastAPI answers it (json_invalid)
+    if not json_may_be_refused(body):
+        return []
     errors = []
     for loc, problem in json_problems(parsed, ("body",)):
         kind = "json_too_deep" if problem.startswith("nests") else "text_refused"
@@ -227,7 +224,7 @@ class RequestTextMiddleware:
     """Answers 422 when a query parameter or a JSON body breaks the text rule (``text.py``).
 
     Every key and string of a JSON body, at any depth and in any field (known to the schema
-    or not), is checked, and the body's nesting is measured on its bytes before it is parsed.
+    or not), is checked, and so is its nesting (a body too deep to parse is refused too).
     The body (already bounded by :class:`BodySizeLimitMiddleware`, which sits outside) is read
     here and handed on unchanged. Path parameters are checked by their routes' types.
     """

@@ -7,7 +7,8 @@ A request's text may hold any Unicode character except
 - lone surrogates (U+D800-U+DFFF not in a pair; JSON can spell them, ``"\\ud800"``): they are
   not characters and cannot be encoded as UTF-8.
 
-JSON bodies may nest at most :data:`MAX_JSON_DEPTH` arrays and objects deep. Everything else a
+JSON bodies may nest at most :data:`MAX_JSON_DEPTH` arrays and objects deep (one too deep
+for the parser itself, about a thousand levels, is refused as such). Everything else a
 field may hold (lengths, patterns) is in its schema (``schemas.py``) or its route.
 
 Two places apply the rule, both from here: ``middleware.RequestTextMiddleware`` checks every
@@ -60,27 +61,58 @@ def check_text(value: str) -> str:
 
 def json_problems(value: Any, loc: Loc = (), depth: int = 0) -> Iterator[tuple[Loc, str]]:
     """Each refused key or string in a parsed JSON value, with its location and the reason;
-    a container nested deeper than :data:`MAX_JSON_DEPTH` is reported once, not entered."""
-    if isinstance(value, str):
-        problem = text_problem(value)
-        if problem is not None:
-            yield loc, problem
-        return
-    if not isinstance(value, (dict, list)):
-        return
-    if depth >= MAX_JSON_DEPTH:
-        yield loc, f"nests arrays and objects more than {MAX_JSON_DEPTH} levels deep"
-        return
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from json_problems(item, (*loc, index), depth + 1)
-        return
-    for key, item in value.items():
-        problem = text_problem(key)
-        if problem is not None:
-            yield (*loc, _printable(key)), f"key {problem}"
-            continue
-        yield from json_problems(item, (*loc, key), depth + 1)
+    a container nested deeper than :data:`MAX_JSON_DEPTH` is reported once, not entered.
+
+    Iterative (an explicit stack); an item's location is built only when it is reported or
+    has children, so a body of many small values stays cheap.
+    """
+    stack: list[tuple[Any, Loc, str | int | None, int]] = [(value, loc, None, depth)]
+    while stack:
+        item, parent, key, level = stack.pop()
+        if isinstance(item, str):
+            problem = text_problem(item)
+            if problem is not None:
+                yield _at(parent, key), problem
+        elif isinstance(item, (dict, list)) and item:
+            where = _at(parent, key)
+            if level >= MAX_JSON_DEPTH:
+                yield where, f"nests arrays and objects more than {MAX_JSON_DEPTH} levels deep"
+            elif isinstance(item, list):
+                stack.extend((item[i], where, i, level + 1) for i in range(len(item) - 1, -1, -1))
+            else:
+                children: list[tuple[Any, Loc, str | int | None, int]] = []
+                for name, child in item.items():
+                    problem = text_problem(name)
+                    if problem is not None:
+                        yield (*where, _printable(name)), f"key {problem}"
+                    else:
+                        children.append((child, where, name, level + 1))
+                stack.extend(reversed(children))
+
+
+def _at(parent: Loc, key: str | int | None) -> Loc:
+    return parent if key is None else (*parent, key)
+
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# In a JSON text: an escaped C0 control or surrogate, or a surrogate encoded in UTF-8 bytes.
+_TEXT_HINT = re.compile(rb"\\u00[01][0-9a-f]|\\ud[89a-f]|\xed[\xa0-\xbf]", re.IGNORECASE)
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_BRACKETS = bytes.maketrans(b"{}", b"[]")
+
+
+def json_may_be_refused(body: bytes) -> bool:
+    """Whether a parsed JSON body needs :func:`json_problems`: it may hold refused text, or
+    nests deeper than :data:`MAX_JSON_DEPTH`. False is certain; both checks run on the bytes
+    at C speed (each round of ``replace`` removes exactly one level of innermost brackets)."""
+    if _TEXT_HINT.search(body):
+        return True
+    skeleton = _STRING.sub(b"", body).translate(_BRACKETS, _NOT_BRACKET)
+    for _ in range(MAX_JSON_DEPTH):
+        if not skeleton:
+            return False
+        skeleton = skeleton.replace(b"[]", b"")
+    return bool(skeleton)
 
 
 def _printable(key: str) -> str:
@@ -120,25 +152,3 @@ def _where(loc: Loc) -> str:
 # through ``Field``); free-form JSON objects are ``JsonObject``.
 Text = Annotated[str, AfterValidator(check_text)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(check_json_object)]
-
-
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
-_INNERMOST = re.compile(rb"\[\]|\{\}")
-
-
-def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Whether a JSON document nests more than ``limit`` levels, judged from its bytes.
-
-    Run before parsing, so a body of a million ``[`` is refused without the parser's
-    recursion (or the memory of a huge nested object). Strings are dropped, then the
-    innermost empty pairs are removed once per level: a document still holding brackets
-    after ``limit`` rounds that each removed some is deeper than ``limit``. A malformed
-    document is left to the parser.
-    """
-    skeleton = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", body))
-    for _ in range(limit):
-        skeleton, removed = _INNERMOST.subn(b"", skeleton)
-        if not skeleton or not removed:
-            return False
-    return bool(skeleton) and _INNERMOST.search(skeleton) is not None
