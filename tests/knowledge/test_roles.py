@@ -54,14 +54,8 @@ async def _make_database(admin_url: str, name: str, owner: str) -> None:
 @pytest.fixture(scope="module")
 async def urls(pg_admin_url: str) -> dict[str, str]:
     """A migrated database; DSNs of its migrator, agent and ingest logins."""
-    return await migrated_database(pg_admin_url, "roles")
-
-
-async def migrated_database(pg_admin_url: str, prefix: str) -> dict[str, str]:
-    """A database owned and migrated by a CREATEROLE migrator that provisions the agent's and the
-    ingestion job's logins; DSNs by login (``migrator``, ``agent``, ``ingest``, ``admin``)."""
     tag = uuid.uuid4().hex[:6]
-    db, names = f"{prefix}_{tag}", {d: f"{d}_{tag}" for d in ("migrator", "agent", "ingest")}
+    db, names = f"roles_{tag}", {d: f"{d}_{tag}" for d in ("migrator", "agent", "ingest")}
     admin = await asyncpg.connect(pg_admin_url)
     try:
         await admin.execute(
@@ -79,16 +73,12 @@ async def migrated_database(pg_admin_url: str, prefix: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 async def ingested(urls: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> int:
     """A real ingestion run with the ingest login's DSN on the fresh store (first sync)."""
-    return await ingest_sample(urls["ingest"], tmp_path_factory.mktemp("roles"), PIPELINE)
-
-
-async def ingest_sample(dsn: str, tmp: Path, pipeline: str) -> int:
-    """Run the ingestion job with ``dsn`` over a guide (Markdown) and a CSV; files added."""
+    tmp = tmp_path_factory.mktemp("roles")
     folder = tmp / "docs"
     folder.mkdir()
     (folder / "guide.md").write_text("# Guide\n\nThe backup runs nightly at two.")
     (folder / "sales.csv").write_text("region,amount\nnorth,120\nsouth,80\n")
-    env = job_env(dsn, tmp, RAG_PIPELINE_ID=pipeline, RAG_WATCH_DIRECTORY=str(folder))
+    env = job_env(urls["ingest"], tmp, RAG_PIPELINE_ID=PIPELINE, RAG_WATCH_DIRECTORY=str(folder))
     code, stats, stderr = run_job(env, "--pipeline", "local", "--mode", "single")
     assert (code, stats["status"]) == (0, "success"), stderr
     return int(stats["files_added"])

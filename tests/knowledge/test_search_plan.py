@@ -98,17 +98,10 @@ def _query_vector(seed: int = 5) -> list[float]:
     return [float(x) for x in np.random.default_rng(seed).standard_normal(DIM)]
 
 
-async def _explain(
-    store: KnowledgeStore, options: str, duty: str | None = None, **request: Any
-) -> dict[str, Any]:
-    """The plan as the owner, or as a ``duty`` role (subject to row-level security)."""
+async def _explain(store: KnowledgeStore, options: str, **request: Any) -> dict[str, Any]:
     sql, args = await store.search_statement(QUESTION, _query_vector(), k=5, **request)
     async with store.pool.acquire() as conn, conn.transaction():
         await conn.execute(SEARCH_SETTINGS_SQL, str(EF_SEARCH))
-        if duty:
-            await conn.execute(
-                "SELECT set_config('role', ragkeeper_admin.role_name($1), true)", duty
-            )
         plan = await conn.fetchval(f"EXPLAIN ({options}, FORMAT JSON) {sql}", *args)
     return json.loads(plan)[0]["Plan"]  # type: ignore[no-any-return]
 
@@ -133,32 +126,11 @@ FILTERS = [
 ]
 
 
-# The agent reads under row-level security (migration 0004), and its `true` policy changes no
-# plan but one: Postgres gives a role subject to RLS no column statistics for non-leakproof
-# operators such as jsonb's @>, so a metadata filter is estimated at its default selectivity
-# (200 of 20,000 rows instead of 6,670) and the vector arm becomes exact over the filter's bitmap
-# (docs/architecture.md, invariant 6). Pinned, so a fix shows.
-AS_ROLE = [pytest.param(None, id="owner"), pytest.param("agent", id="agent")]
-_NO_STATS = pytest.mark.xfail(
-    strict=True, reason="no statistics for @> under row-level security: exact vector arm"
-)
-VECTOR_CASES = [
-    pytest.param(
-        f.values[0],
-        r.values[0],
-        id=f"{f.id}-{r.id}",
-        marks=_NO_STATS if r.values[0] and "metadata_filter" in f.values[0] else (),
-    )
-    for f in FILTERS
-    for r in AS_ROLE
-]
-
-
-@pytest.mark.parametrize(("request_filters", "duty"), VECTOR_CASES)
+@pytest.mark.parametrize("request_filters", FILTERS)
 async def test_vector_arm_is_an_hnsw_scan_under_its_limit(
-    big: KnowledgeStore, request_filters: dict[str, Any], duty: str | None
+    big: KnowledgeStore, request_filters: dict[str, Any]
 ) -> None:
-    plan = await _explain(big, "COSTS true", duty, **request_filters)
+    plan = await _explain(big, "COSTS true", **request_filters)
     hnsw = [(n, p) for n, p in _nodes(plan) if n.get("Index Name") == "documents_embedding_hnsw"]
     assert len(hnsw) == 1
     node, parent = hnsw[0]
@@ -170,22 +142,18 @@ async def test_vector_arm_is_an_hnsw_scan_under_its_limit(
     assert all(n["Plan Rows"] <= TEXT_MATCH_CAP for n in sorts), [n["Plan Rows"] for n in sorts]
 
 
-@pytest.mark.parametrize("duty", AS_ROLE)
 @pytest.mark.parametrize("request_filters", FILTERS)
 async def test_text_arm_goes_through_the_fts_index(
-    big: KnowledgeStore, request_filters: dict[str, Any], duty: str | None
+    big: KnowledgeStore, request_filters: dict[str, Any]
 ) -> None:
-    plan = await _explain(big, "COSTS true", duty, **request_filters)
+    plan = await _explain(big, "COSTS true", **request_filters)
     fts = [n for n, _ in _nodes(plan) if n.get("Index Name") == "documents_fts"]
     # The AND match (English and simple configurations) and the per-term OR fallback.
     assert len(fts) == 3
     assert {n["Node Type"] for n in fts} == {"Bitmap Index Scan"}
 
 
-@pytest.mark.parametrize("duty", AS_ROLE)
-async def test_a_long_question_ranks_a_capped_candidate_set(
-    big: KnowledgeStore, duty: str | None
-) -> None:
+async def test_a_long_question_ranks_a_capped_candidate_set(big: KnowledgeStore) -> None:
     """No scan of documents returns more than the cap, although the terms match half the table."""
     async with big.pool.acquire() as conn:
         matching = await conn.fetchval(
@@ -194,7 +162,7 @@ async def test_a_long_question_ranks_a_capped_candidate_set(
             QUESTION,
         )
     assert matching > CHUNKS // 4
-    plan = await _explain(big, "ANALYZE true", duty)
+    plan = await _explain(big, "ANALYZE true")
     scans = [
         n for n, _ in _nodes(plan) if n.get("Relation Name") == "documents" and "Actual Rows" in n
     ]

@@ -593,11 +593,10 @@ async def _upsert_metadata(conn: PoolConnectionProxy[Any], doc: DocumentWrite) -
 async def _copy_chunks(conn: PoolConnectionProxy[Any], doc: DocumentWrite) -> None:
     """Every chunk of ``doc`` with its vector, numbered from 0, in one COPY."""
     doc_id = doc.id
-    await _copy(
-        conn,
+    await conn.copy_records_to_table(
         "documents",
-        _CHUNK_COLUMNS,
-        [
+        columns=_CHUNK_COLUMNS,
+        records=[
             (
                 doc_id,
                 doc.pipeline_id,
@@ -615,38 +614,10 @@ async def _copy_chunks(conn: PoolConnectionProxy[Any], doc: DocumentWrite) -> No
 async def _copy_rows(conn: PoolConnectionProxy[Any], doc: DocumentWrite) -> None:
     """The tabular rows of ``doc`` (spreadsheets, CSV) in one COPY."""
     doc_id = doc.id
-    await _copy(
-        conn,
+    await conn.copy_records_to_table(
         "document_rows",
-        _ROW_COLUMNS,
-        [(doc_id, r.sheet, r.row_number, json.dumps(dict(r.data), default=str)) for r in doc.rows],
-    )
-
-
-# Postgres refuses COPY into a table with row-level security (migration 0004) to every role
-# that is subject to it, the ingestion role included. So the rows are copied into a temporary
-# table of the same columns (the session's own, so no RLS; gone with the connection) and moved
-# in one statement that empties it, which the ingestion role's policy admits. A rollback
-# empties it too.
-_STAGE_TABLES = {
-    "documents": "CREATE TEMP TABLE IF NOT EXISTS ragkeeper_stage_documents (document_id text, "
-    "pipeline_id text, chunk_index integer, content text, content_hash text, metadata jsonb, "
-    "embedding vector)",
-    "document_rows": "CREATE TEMP TABLE IF NOT EXISTS ragkeeper_stage_document_rows ("
-    "dataset_id text, sheet text, row_number integer, row_data jsonb)",
-}
-
-
-async def _copy(
-    conn: PoolConnectionProxy[Any], table: str, columns: list[str], records: list[tuple[Any, ...]]
-) -> None:
-    """COPY ``records`` into ``table`` through its staging table, in the caller's transaction."""
-    stage = f"ragkeeper_stage_{table}"
-    await conn.execute(_STAGE_TABLES[table])
-    await conn.copy_records_to_table(stage, schema_name="pg_temp", columns=columns, records=records)
-    cols = ", ".join(columns)
-    # fixed table and column names, no input
-    await conn.execute(
-        f"WITH staged AS (DELETE FROM pg_temp.{stage} RETURNING {cols}) "  # nosec B608
-        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM staged"
+        columns=_ROW_COLUMNS,
+        records=[
+            (doc_id, r.sheet, r.row_number, json.dumps(dict(r.data), default=str)) for r in doc.rows
+        ],
     )
