@@ -39,8 +39,10 @@ class ServerStartError(RuntimeError):
 
 
 @asynccontextmanager
-async def serve_asgi(app: Any) -> AsyncIterator[str]:
+async def serve_asgi(app: Any, *, port: int = 0) -> AsyncIterator[str]:
     """Serve ``app`` on a free 127.0.0.1 port until the block exits; yields its base URL.
+
+    ``port`` serves on that port instead (the outage tests bring a fake back where it was).
 
     The lifespan is required (``lifespan="on"``), so a failing start-up raises here instead of
     leaving a server without its pool. On exit the server shuts down gracefully (open streams
@@ -48,7 +50,7 @@ async def serve_asgi(app: Any) -> AsyncIterator[str]:
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((LOCALHOST, 0))
+    sock.bind((LOCALHOST, port))
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

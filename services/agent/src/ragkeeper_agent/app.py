@@ -3,8 +3,10 @@
 The lifespan opens everything the app needs once (pool, HTTP clients, embedder,
 agent — see ``services.py``) and closes it on shutdown. Our own exceptions carry
 their HTTP status (``errors.py``); this module is the one place that turns them
-into responses. Tests and the local-stack launcher call ``create_app`` with an
-explicit settings object and, optionally, an embedder or model of their own.
+into responses, and a dependency's outage (``errors.as_outage``: database
+unreachable, embedding API down...) into 503 with ``Retry-After`` on every route.
+Tests and the local-stack launcher call ``create_app`` with an explicit settings
+object and, optionally, an embedder or model of their own.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pydantic_ai.models import Model
 from ragkeeper_knowledge.embedding.base import Embedder
 
 from ._version import __version__
-from .errors import AgentServiceError
+from .errors import HANDLED_TYPES, AgentServiceError, as_outage
 from .llm import build_model
 from .metrics import REGISTRY
 from .middleware import BodySizeLimitMiddleware, ObservabilityMiddleware
@@ -47,6 +49,18 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code >= 500:
         logger.error("%s %s failed: %s", request.method, request.url.path, exc)
     return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _outage_error(request: Request, exc: Exception) -> JSONResponse:
+    """A dependency's failure that reached a route: 503 if it is an outage; anything else
+    (a bug, or a database error about the query itself) goes on to the 500 handler."""
+    error = as_outage(exc)
+    if error is None:
+        raise exc
+    logger.warning("%s %s: %s", request.method, request.url.path, error)
+    return JSONResponse(
+        {"detail": str(error)}, status_code=error.status_code, headers=error.headers
+    )
 
 
 def create_app(
@@ -70,6 +84,8 @@ def create_app(
     app.state.draining = draining
     app.state.tracing = tracing
     app.add_exception_handler(AgentServiceError, _service_error)
+    for outage in HANDLED_TYPES:
+        app.add_exception_handler(outage, _outage_error)
     _add_routes(app, settings)
     _add_middleware(app, settings, tracing)
     install_web(app, settings)

@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
-import asyncpg
 from pydantic_ai import Agent, AgentRunResultEvent, UsageLimits
 from pydantic_ai.exceptions import (
     ModelAPIError,
@@ -41,10 +40,8 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.usage import RunUsage
 
-from ragkeeper_knowledge.errors import TransientError
-
 from .agent import Deps, Passage
-from .errors import AgentServiceError, RequestTooLarge, Unavailable, UpstreamError
+from .errors import AgentServiceError, RequestTooLarge, Unavailable, UpstreamError, as_outage
 from .metrics import AGENT_RUN_DURATION, TOKENS
 
 logger = logging.getLogger(__name__)
@@ -182,15 +179,21 @@ def check_prompt_size(
 
 
 def describe_failure(exc: BaseException) -> AgentServiceError:
-    """Map a failure of a turn to the HTTP error it deserves (by type, never by message)."""
+    """Map a failure of a turn to the HTTP error it deserves (by type, never by message).
+
+    A dependency's outage (``errors.as_outage``: the database, the embedding API, the model's
+    provider unreachable or failing with a 5xx) is 503 with ``Retry-After``; the model failing
+    otherwise (4xx, malformed output, usage limits) is 502; anything else is 500.
+    """
     if isinstance(exc, AgentServiceError):
         return exc
     if isinstance(exc, TurnInterrupted):
         return Unavailable("the server is shutting down; retry on another replica")
+    outage = as_outage(exc)
+    if outage is not None:
+        return outage
     if isinstance(exc, ModelAPIError | UnexpectedModelBehavior | UsageLimitExceeded):
         return UpstreamError(f"the language model failed: {type(exc).__name__}")
-    if isinstance(exc, TransientError | OSError | asyncpg.PostgresError):
-        return Unavailable(f"a dependency is unavailable: {type(exc).__name__}")
     return AgentServiceError(f"internal error: {type(exc).__name__}")
 
 

@@ -7,7 +7,8 @@ final ``{"text": <answer>, "session_id": ..., "complete": true}`` (plus
 ``conversation_title`` for a new conversation and ``sources``). ``text`` is
 always the exact answer so far and each line is flushed as it is produced.
 Failures before the first token are real HTTP statuses; after it, a final
-``{"error": ..., "complete": true}`` line.
+``{"error": ..., "complete": true, "status": ...}`` line, ``status`` being the HTTP status the
+failure would have had (503: a dependency is down, retry shortly).
 """
 
 from __future__ import annotations
@@ -147,10 +148,19 @@ async def _ndjson(
             final["conversation_title"] = title
         yield _line(final)
     except TurnInterrupted:
-        yield _line({"error": "the server is shutting down; please retry", "complete": True})
+        yield _line(
+            {"error": "the server is shutting down; please retry", "complete": True, "status": 503}
+        )
     except Exception as exc:
         logger.exception("chat stream failed after it started")
         error = describe_failure(exc)
-        yield _line({"error": str(error), "complete": True, "session_id": session_id})
+        yield _line(
+            {
+                "error": str(error),
+                "complete": True,
+                "status": error.status_code,
+                "session_id": session_id,
+            }
+        )
     finally:
         await rest.aclose()
