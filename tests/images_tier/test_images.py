@@ -167,6 +167,7 @@ def chart_objects(database_url: str, values: list[Path], sets: list[str]) -> tup
     for name, key in [
         ("ragkeeper-embedding", "EMBEDDING_API_KEY"),
         ("ragkeeper-llm", "LLM_API_KEY"),
+        ("ragkeeper-rerank", "RERANK_API_KEY"),
         ("ragkeeper-langfuse", "OTEL_EXPORTER_OTLP_HEADERS"),
     ]:
         objects.add_secret(name, {key: "Authorization=Basic dGVzdA==" if "OTEL" in key else "k"})
