@@ -437,8 +437,13 @@ def search_query(question: str) -> str:
     return " ".join([question, *extra]) if question else "overview"
 
 
+SEARCH_K = 10
+"""Passages the offline model asks for: it quotes at most MAX_SENTENCES of them, and a wider
+pool lets the sentence that answers win even when its passage ranks below the fifth."""
+
+
 def _search_args(messages: list[ModelMessage]) -> dict[str, Any]:
-    return {"query": search_query(_last_prompt(messages))}
+    return {"query": search_query(_last_prompt(messages)), "k": SEARCH_K}
 
 
 def _reply(messages: list[ModelMessage]) -> str | dict[str, Any]:

@@ -123,16 +123,16 @@ WITH vec AS (  -- LIMIT on the HNSW index scan; row numbers only after it
     (SELECT pair.id FROM pair JOIN weight ON weight.w = pair.w
      GROUP BY pair.id ORDER BY sum(weight.idf) DESC, pair.id LIMIT {rerank})
 ), scored AS (  -- weights of every matched term, then cover density
-    SELECT c.id,
+    SELECT c.id, d.document_id AS doc, d.chunk_index AS pos,
            coalesce((SELECT sum(w.idf) FROM weight w WHERE d.fts @@ w.q), 0) AS idf,
            ts_rank_cd(d.fts, coalesce(
                (SELECT string_agg(w.q::text, ' | ')::tsquery FROM weight w),
                tq.e || tq.s, tq.e, tq.s)) AS cd
     FROM cand c JOIN documents d ON d.id = c.id, tq
 ), txt AS (
-    SELECT id, row_number() OVER (ORDER BY idf DESC, cd DESC, id) AS rank
+    SELECT id, row_number() OVER (ORDER BY idf DESC, cd DESC, doc, pos) AS rank
     FROM scored
-    ORDER BY idf DESC, cd DESC, id
+    ORDER BY idf DESC, cd DESC, doc, pos
     LIMIT $3
 ), fused AS (
     SELECT coalesce(vec.id, txt.id) AS id, vec.rank AS vrank, txt.rank AS trank,
@@ -146,7 +146,7 @@ FROM fused f
 JOIN documents d ON d.id = f.id
 JOIN document_metadata m ON m.id = d.document_id
 WHERE f.score > 0
-ORDER BY f.score DESC, d.id
+ORDER BY f.score DESC, d.document_id, d.chunk_index  -- ties: in document order, not load order
 LIMIT $4
 """  # nosec B608
 
