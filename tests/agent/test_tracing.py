@@ -8,6 +8,7 @@ server context has exited: no waiting on time.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -197,3 +198,49 @@ def test_traces_endpoint_wins_and_bad_settings_are_refused(database_url: str) ->
     assert "s3cr3t" not in str(bad.value)
     with pytest.raises(TracingConfigError):
         create_app(settings_for(database_url, otel_exporter_otlp_endpoint="collector:4318"))
+
+
+async def _traced_turn(
+    server_factory: Callable[..., Any], base_url: str, session_id: str | None = None
+) -> str:
+    """One chat turn by alice with export on; returns the turn's session id."""
+    body = {"query": "How many days of paid annual leave?", "user_id": "alice"}
+    if session_id:
+        body["session_id"] = session_id
+    async with (
+        server_factory(otel_exporter_otlp_endpoint=base_url) as server,
+        server.client() as c,
+    ):
+        r = await c.post("/api/pydantic-agent", json=body, headers=auth("alice"))
+        assert r.status_code == 200
+    return str(json.loads(r.text.strip().splitlines()[-1])["session_id"])
+
+
+def _span_attributes(received: Received) -> list[dict[str, Any]]:
+    """The attributes of each exported span; the request and the agent run are among them."""
+    spans = [span for _, span in received.spans()]
+    names = {span.name for span in spans}
+    assert {"POST /api/pydantic-agent", "invoke_agent ragkeeper"} <= names, names
+    assert any(attrs(span).get("gen_ai.tool.name") == SEARCH_TOOL for span in spans), names
+    return [attrs(span) for span in spans]
+
+
+async def test_langfuse_groups_traces_by_user_and_session(
+    server_factory: Callable[..., Any], receiver: tuple[str, Received]
+) -> None:
+    base_url, received = receiver
+    session = await _traced_turn(server_factory, base_url)
+    for values in _span_attributes(received):
+        assert (values["langfuse.user.id"], values["langfuse.session.id"]) == ("alice", session)
+
+
+async def test_logfire_and_otel_collectors_get_the_semantic_convention_names(
+    server_factory: Callable[..., Any], receiver: tuple[str, Received]
+) -> None:
+    base_url, received = receiver
+    first = await _traced_turn(server_factory, base_url)
+    received.requests.clear()
+    # A follow-up turn in the same conversation is labelled with the same session.
+    assert await _traced_turn(server_factory, base_url, session_id=first) == first
+    for values in _span_attributes(received):
+        assert (values["user.id"], values["session.id"]) == ("alice", first)

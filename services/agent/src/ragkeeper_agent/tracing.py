@@ -16,6 +16,16 @@ Two kinds of spans reach the collector:
   the model in ``InstrumentedModel`` with this provider (no ``Agent.instrument_all``, which
   would be process-global). They nest under the request span through the OTel context.
 
+Once a chat route knows who is asking and in which conversation, :func:`identify` puts the
+user id and the conversation's session id on the request span and on every span started
+after it in that request (the agent run, model requests, tools), under both namings:
+
+* ``langfuse.user.id`` / ``langfuse.session.id``: what Langfuse groups its Users and
+  Sessions views by;
+* ``user.id`` / ``session.id``: the OpenTelemetry semantic conventions, which Langfuse also
+  reads and which Logfire (a generic OTel backend, no vendor attributes of its own for
+  these) and other collectors query.
+
 The headers (``OTEL_EXPORTER_OTLP_HEADERS``, e.g. Langfuse's ``Authorization=Basic ...``) are
 a secret: they are parsed here without the stock parser, which logs malformed entries
 verbatim, and never logged.
@@ -25,12 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextvars import ContextVar
 from urllib.parse import unquote, urlsplit
 
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic_ai.models import Model
@@ -45,6 +57,33 @@ TRACES_PATH = "/v1/traces"
 TRACER_NAME = "ragkeeper_agent"
 # Probes and scrapes every few seconds would drown the traces people look for.
 UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+USER_ID_ATTRIBUTES = ("langfuse.user.id", "user.id")
+SESSION_ID_ATTRIBUTES = ("langfuse.session.id", "session.id")
+
+# The identity attributes of the request being served (a task-local copy per request).
+_identity: ContextVar[dict[str, str] | None] = ContextVar("ragkeeper_trace_identity", default=None)
+
+
+def identify(user_id: str, session_id: str | None = None) -> None:
+    """Label the current request span, and the spans started after it, with who and where.
+
+    A no-op while tracing is off (the current span is then the non-recording one).
+    """
+    attributes = dict.fromkeys(USER_ID_ATTRIBUTES, user_id)
+    if session_id:
+        attributes.update(dict.fromkeys(SESSION_ID_ATTRIBUTES, session_id))
+    _identity.set(attributes)
+    trace.get_current_span().set_attributes(attributes)
+
+
+class IdentityProcessor(SpanProcessor):
+    """Copies :func:`identify`'s attributes onto every span started in that request."""
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        attributes = _identity.get()
+        if attributes:
+            span.set_attributes(attributes)
 
 
 class TracingConfigError(ValueError):
@@ -100,6 +139,7 @@ class Tracing:
             {SERVICE_NAME: self._service_name, SERVICE_VERSION: self._version}
         )
         provider = TracerProvider(resource=resource)
+        provider.add_span_processor(IdentityProcessor())
         exporter = OTLPSpanExporter(endpoint=self.endpoint, headers=self._headers)
         provider.add_span_processor(BatchSpanProcessor(exporter))
         self.provider = provider

@@ -36,6 +36,7 @@ from ..history import make_title, new_session_id
 from ..metrics import CONVERSATIONS_CREATED
 from ..schemas import AgentRequest, FileAttachment
 from ..services import Services
+from ..tracing import identify
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
@@ -93,6 +94,7 @@ async def pydantic_agent(
 ) -> StreamingResponse:
     body, user_id = admitted.body, admitted.user_id
     session_id = body.session_id or new_session_id()
+    identify(user_id, session_id)
     history: list[ModelMessage] | None = None
     if body.session_id:
         history = await services.conversations.history(session_id, user_id)

@@ -39,6 +39,7 @@ from ..chat import (
 )
 from ..deps import Acting, PrincipalDep, RateLimit, ServicesDep
 from ..schemas import ChatCompletionRequest, ChatMessage
+from ..tracing import identify
 
 router = APIRouter()
 
@@ -98,6 +99,7 @@ async def chat_completions(
     services: ServicesDep,
 ) -> JSONResponse | StreamingResponse:
     body = admitted.body
+    identify(admitted.user_id)  # the OpenAI API has no conversation id: no session
     history, prompt = to_history(body.messages)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
