@@ -157,6 +157,8 @@ async def test_ops_routes(server: RunningServer) -> None:
     search_ok = 'method="POST",route="/api/search",status="200"'
     assert f"ragkeeper_agent_http_requests_total{{{search_ok}}}" in text
     assert "ragkeeper_agent_retrieval_duration_seconds_bucket" in text
+    assert "\nprocess_cpu_seconds_total " in text  # the process's CPU and memory
+    assert "\nprocess_resident_memory_bytes " in text
     assert 'ragkeeper_agent_tool_calls_total{outcome="ok",tool="search_documents"}' in text
     promtool = subprocess.run(
         ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False

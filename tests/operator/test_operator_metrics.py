@@ -34,6 +34,9 @@ def test_promtool_accepts_the_exposition() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert b"ragkeeper_operator_reconciliations_total" in text
     assert b"ragkeeper_operator_reconcile_duration_seconds_bucket" in text
+    # The process's CPU and memory, under the standard names (no database pool to report).
+    assert b"\nprocess_cpu_seconds_total " in text
+    assert b"\nprocess_resident_memory_bytes " in text
 
 
 def test_readiness_counts_and_forget() -> None:

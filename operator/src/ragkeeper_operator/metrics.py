@@ -3,6 +3,9 @@
 Names carry the ``ragkeeper_operator_`` prefix and base units. Per-DataSource
 series are labelled ``namespace``/``datasource`` and removed when the
 DataSource goes away, so deleted sources do not linger on dashboards.
+
+The registry also carries the standard ``process_*`` metrics (CPU seconds, resident memory;
+on Linux). The operator talks to the Kubernetes API only: it has no database pool.
 """
 
 from __future__ import annotations
@@ -11,7 +14,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 PREFIX = "ragkeeper_operator"
 RESULTS = ("success", "invalid", "waiting", "error")
@@ -22,6 +32,7 @@ class OperatorMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
         self.reconciliations = Counter(
             f"{PREFIX}_reconciliations",
             "DataSource reconciliations by result (success, invalid spec, waiting, error).",

@@ -4,13 +4,16 @@ A private ``REGISTRY`` (not the process-global default) keeps tests independent 
 lets the chart's tests enumerate exactly what the service exports via
 :func:`metric_names`, to cross-check the Grafana dashboard and alert rules.
 Names carry the ``ragkeeper_agent_`` prefix and base units; counters end in ``_total``.
+The standard ``process_*`` metrics (CPU seconds, resident memory, open file descriptors; on
+Linux) are on this registry too, under their usual names.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
