@@ -51,7 +51,10 @@ async def serve_asgi(app: Any, *, port: int = 0) -> AsyncIterator[str]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((LOCALHOST, port))
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
+    # proxy_headers off, as in ``__main__``: the app resolves the client (TRUSTED_PROXIES).
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="on", proxy_headers=False
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

@@ -46,7 +46,9 @@ def build_server(settings: Settings, app: FastAPI) -> DrainingServer:
         port=settings.port,
         log_config=None,
         access_log=False,
-        proxy_headers=True,
+        # The app resolves the client through TRUSTED_PROXIES (audit.py); uvicorn's own
+        # FORWARDED_ALLOW_IPS handling would rewrite the peer before the app can judge it.
+        proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
     )

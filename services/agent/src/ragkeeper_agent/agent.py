@@ -30,6 +30,7 @@ from ragkeeper_knowledge.embedding.base import Embedder
 from ragkeeper_knowledge.errors import RerankError, RerankUnavailable
 from ragkeeper_knowledge.rerank import Reranker
 
+from .audit import audit, fingerprint
 from .errors import SQLToolError
 from .metrics import RERANK_DURATION, RERANK_FAILURES, RETRIEVAL_DURATION, TOOL_CALLS
 from .tabular import ReadOnlySQL, render_rows
@@ -279,6 +280,9 @@ async def query_tabular_rows(ctx: RunContext[Deps], sql: str) -> str:
         try:
             rows = await ctx.deps.sql.query(sql.strip().rstrip(";"))
         except SQLToolError as exc:
+            # The reason by type only: Postgres's message may quote the query.
+            cause = f"({type(exc.__cause__).__name__})" if exc.__cause__ is not None else ""
+            audit("sql_refused", f"{type(exc).__name__}{cause}", sql=fingerprint(sql))
             raise ModelRetry(f"the query failed: {exc}") from exc
         return render_rows(rows)
 

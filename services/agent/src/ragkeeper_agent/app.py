@@ -26,10 +26,12 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import start_http_server
 from pydantic_ai.models import Model
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from ragkeeper_knowledge.embedding.base import Embedder
 
 from ._version import __version__
+from .audit import STATUS_EVENTS, audit
 from .errors import HANDLED_TYPES, AgentServiceError, as_outage
 from .llm import build_model
 from .metrics import REGISTRY
@@ -48,6 +50,10 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AgentServiceError)  # nosec B101
     if exc.status_code >= 500:
         logger.error("%s %s failed: %s", request.method, request.url.path, exc)
+    event = STATUS_EVENTS.get(exc.status_code)
+    if event is not None:
+        # The message names what was wrong ("token expired"), never the token itself.
+        audit(event, str(exc), status=exc.status_code)
     return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=exc.headers)
 
 
@@ -89,6 +95,9 @@ def create_app(
     _add_routes(app, settings)
     _add_middleware(app, settings, tracing)
     install_web(app, settings)
+    if settings.trusted_proxies:
+        # Outermost: every middleware and the audit log see the resolved client address.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app
 
 

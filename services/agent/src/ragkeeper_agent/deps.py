@@ -11,8 +11,9 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Header, Request
 
+from .audit import current_client_ip, set_user
 from .auth import Principal
-from .errors import PermissionDenied
+from .errors import AuthenticationError, JWKSUnavailable, PermissionDenied
 from .logs import request_id_var
 from .services import Services
 
@@ -26,10 +27,32 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
+def _route(request: Request) -> str:
+    return str(getattr(request.scope.get("route"), "path", request.url.path))
+
+
 async def get_principal(
-    services: ServicesDep, authorization: Annotated[str | None, Header()] = None
+    request: Request,
+    services: ServicesDep,
+    authorization: Annotated[str | None, Header()] = None,
 ) -> Principal:
-    return await services.auth.authenticate(authorization)
+    """The caller, or 401; an IP with AUTH_FAILURES_PER_MINUTE failures in the last minute
+    gets 429 before its token is looked at, whether that token is valid or not."""
+    if services.auth.disabled:
+        principal = await services.auth.authenticate(authorization)
+        set_user(principal.user_id)
+        return principal
+    key = f"authfail:{current_client_ip()}"
+    await services.auth_failures.check(key, _route(request))
+    try:
+        principal = await services.auth.authenticate(authorization)
+    except JWKSUnavailable:
+        raise  # 503: the identity provider's fault, not the caller's
+    except AuthenticationError:
+        await services.auth_failures.admit(key, _route(request), request_id_var.get())
+        raise
+    set_user(principal.user_id)
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -87,6 +110,6 @@ class RateLimit:
     async def __call__(
         self, *, request: Request, services: Services, acting: Acting[BodyT]
     ) -> Acting[BodyT]:
-        route = getattr(request.scope.get("route"), "path", request.url.path)
+        route = _route(request)
         await services.limiter.admit(acting.user_id, route, request_id_var.get())
         return acting

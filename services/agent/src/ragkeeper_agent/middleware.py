@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .audit import RequestContext, request_context_var
 from .logs import request_id_var
 from .metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
 from .text import MAX_JSON_DEPTH, Loc, json_may_be_refused, json_problems, text_problem
@@ -66,6 +67,7 @@ class ObservabilityMiddleware:
         incoming = _header(scope, b"x-request-id")
         request_id = incoming if incoming and _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        context_token = request_context_var.set(RequestContext(scope))
         status = 500
         started = time.perf_counter()
         HTTP_IN_FLIGHT.inc()
@@ -98,6 +100,7 @@ class ObservabilityMiddleware:
                     elapsed * 1000,
                     extra={"route": template, "status": status, "duration_seconds": elapsed},
                 )
+            request_context_var.reset(context_token)
             request_id_var.reset(token)
 
 

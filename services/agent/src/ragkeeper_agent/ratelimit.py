@@ -9,6 +9,11 @@ requests of one user on different replicas are serialised and cannot both see
 if there is room: four round trips in all (begin, lock, statement, commit). The window
 is a true sliding window (count of rows in the last 60 s), and ``Retry-After`` is when
 the oldest of them leaves it.
+
+The key is the user id for the per-user limit. The same limiter, with its own limit, counts
+failed authentications per client IP under the key ``authfail:<ip>`` (``deps.py``):
+:meth:`RateLimiter.check` reads that window without recording (one statement, no lock) before a
+token is verified, :meth:`RateLimiter.admit` records a failure.
 """
 
 from __future__ import annotations
@@ -51,6 +56,23 @@ class RateLimiter:
             RATE_LIMITED.labels(route).inc()
             raise RateLimited(max(1, math.ceil(float(row["wait"] or 1))))
 
+    async def check(self, key: str, route: str) -> None:
+        """Raise :class:`RateLimited` if ``key``'s window is full, without recording anything."""
+        if not self.enabled:
+            return
+        row = await self._pool.fetchrow(_COUNT, key, WINDOW_SECONDS)
+        assert row is not None  # nosec B101  (an aggregate always yields one row)
+        if row["n"] >= self._limit:
+            RATE_LIMITED.labels(route).inc()
+            raise RateLimited(max(1, math.ceil(float(row["wait"] or 1))))
+
+
+_COUNT = """
+SELECT count(*) AS n,
+       extract(epoch FROM min("timestamp") + make_interval(secs => $2) - clock_timestamp()) AS wait
+FROM requests
+WHERE user_id = $1 AND "timestamp" >= clock_timestamp() - make_interval(secs => $2)
+"""
 
 # After the lock (its own statement, so this one's snapshot sees every admitted request):
 # prune the user's rows older than the window, count the rest, and record this request

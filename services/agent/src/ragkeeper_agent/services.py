@@ -49,6 +49,8 @@ class Services:
     store: KnowledgeStore
     conversations: ConversationStore
     limiter: RateLimiter
+    auth_failures: RateLimiter
+    """Failed authentications per client IP (AUTH_FAILURES_PER_MINUTE)."""
     sql: ReadOnlySQL
     web: WebSearch | None
     auth: Authenticator
@@ -160,6 +162,7 @@ def _assemble(
         store=KnowledgeStore(pool),
         conversations=ConversationStore(pool),
         limiter=RateLimiter(pool, settings.rate_limit_per_minute),
+        auth_failures=RateLimiter(pool, settings.auth_failures_per_minute),
         sql=ReadOnlySQL(
             pool,
             timeout_ms=settings.sql_statement_timeout_ms,

@@ -8,6 +8,7 @@ authentication switched off implicitly, and a CORS wildcard with credentials.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
@@ -149,6 +150,12 @@ class Settings(BaseSettings):
     # --- abuse limits
     rate_limit_per_minute: int = Field(default=30, ge=0)
     """Requests per user per sliding minute on chat and search routes; 0 disables."""
+    auth_failures_per_minute: int = Field(default=20, ge=0)
+    """Failed authentications per client IP per sliding minute; past it the IP gets 429 on
+    every authenticated route until the window frees up; 0 disables."""
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Addresses or CIDRs (comma-separated) whose ``X-Forwarded-For`` names the client;
+    empty: the socket peer is the client."""
     max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     max_query_chars: int = Field(default=8000, ge=1)
     max_prompt_chars: int = Field(default=200_000, ge=1)
@@ -183,8 +190,10 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _csv_lists(cls, data: object) -> object:
-        if isinstance(data, dict) and "cors_origins" in data:
-            data = {**data, "cors_origins": _split_csv(data["cors_origins"])}
+        if isinstance(data, dict):
+            for key in ("cors_origins", "trusted_proxies"):
+                if key in data:
+                    data = {**data, key: _split_csv(data[key])}
         return data
 
     @model_validator(mode="after")
@@ -216,6 +225,13 @@ class Settings(BaseSettings):
         return self
 
     def _check_limits(self) -> None:
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"TRUSTED_PROXIES: {proxy!r} is not an IP address or CIDR network"
+                ) from None
         if self.max_prompt_chars < self.max_query_chars:
             raise ValueError("MAX_PROMPT_CHARS is smaller than MAX_QUERY_CHARS")
         if self.metrics_port and self.metrics_port == self.port:

@@ -1,0 +1,170 @@
+"""Abuse controls: failed authentications limited per client IP, the client resolved through
+TRUSTED_PROXIES only, and the audit log (``ragkeeper.audit``, JSON) of 401, 403, 429 and SQL-tool
+refusals without tokens, prompts or SQL text.
+
+The server runs on 127.0.0.1; with ``trusted_proxies=["127.0.0.1"]`` each test names its own
+client in ``X-Forwarded-For``, so failures counted by other tests (same database) do not count.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
+
+from ragkeeper_agent.logs import AUDIT_LOGGER, RequestIdFilter, json_formatter
+
+from .conftest import auth, make_token
+
+SEARCH = {"query": "annual leave", "k": 1}
+
+
+def _ip() -> str:
+    n = uuid.uuid4().int
+    return f"198.51.{n % 250}.{(n >> 8) % 250 + 1}"
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.addFilter(RequestIdFilter())
+        self.setFormatter(json_formatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def audit_lines() -> Iterator[list[str]]:
+    handler = _Lines()
+    logger = logging.getLogger(AUDIT_LOGGER)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+
+
+def _events(lines: list[str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in lines]
+
+
+async def test_failed_auths_block_the_ip_then_429_even_with_a_valid_token(
+    server_factory: Callable[..., Any], audit_lines: list[str]
+) -> None:
+    ip, other = _ip(), _ip()
+    bad = make_token("abuser", secret="w" * 48)
+    async with (
+        server_factory(auth_failures_per_minute=3, trusted_proxies=["127.0.0.1"]) as srv,
+        srv.client() as c,
+    ):
+        from_ip = {"X-Forwarded-For": ip}
+        codes = [
+            (
+                await c.post(
+                    "/api/search",
+                    json=SEARCH,
+                    headers={**from_ip, "Authorization": f"Bearer {bad}"},
+                )
+            ).status_code
+            for _ in range(4)
+        ]
+        assert codes == [401, 401, 401, 429]
+        valid = await c.post("/api/search", json=SEARCH, headers={**from_ip, **auth("abuse-ok")})
+        assert valid.status_code == 429
+        assert 1 <= int(valid.headers["Retry-After"]) <= 60
+        # Another client is unaffected.
+        ok = await c.post(
+            "/api/search", json=SEARCH, headers={"X-Forwarded-For": other, **auth("abuse-ok")}
+        )
+        assert ok.status_code == 200
+    events = _events(audit_lines)
+    assert [e["event"] for e in events if e["client_ip"] == ip] == [
+        "auth_failed",
+        "auth_failed",
+        "auth_failed",
+        "rate_limited",
+        "rate_limited",
+    ]
+    for event in events:
+        assert event["request_id"] and event["request_id"] != "-"
+        assert event["route"] == "/api/search"
+    assert bad not in "\n".join(audit_lines)
+
+
+async def test_forwarded_header_only_from_trusted_proxies(
+    server_factory: Callable[..., Any], audit_lines: list[str]
+) -> None:
+    spoofed = _ip()
+    headers = {"X-Forwarded-For": spoofed, "Authorization": "Bearer not-a-jwt"}
+    async with server_factory(trusted_proxies=["10.0.0.0/8"]) as srv, srv.client() as c:
+        assert (await c.post("/api/search", json=SEARCH, headers=headers)).status_code == 401
+    async with server_factory(trusted_proxies=["127.0.0.0/8"]) as srv, srv.client() as c:
+        headers["X-Forwarded-For"] = f"{spoofed}, 127.0.0.2"  # the right-most untrusted one
+        assert (await c.post("/api/search", json=SEARCH, headers=headers)).status_code == 401
+    assert [e["client_ip"] for e in _events(audit_lines)] == ["127.0.0.1", spoofed]
+    assert "not-a-jwt" not in "\n".join(audit_lines)
+
+
+async def test_forbidden_and_user_rate_limit_are_audited(
+    server_factory: Callable[..., Any], audit_lines: list[str]
+) -> None:
+    user = f"abuse-{uuid.uuid4().hex[:8]}"
+    headers = auth(user)
+    async with server_factory(rate_limit_per_minute=1) as srv, srv.client() as c:
+        body = {"query": "annual leave?", "user_id": "someone-else"}
+        r = await c.post("/api/pydantic-agent", json=body, headers=headers)
+        assert r.status_code == 403
+        assert (await c.post("/api/search", json=SEARCH, headers=headers)).status_code == 200
+        assert (await c.post("/api/search", json=SEARCH, headers=headers)).status_code == 429
+    events = _events(audit_lines)
+    assert [(e["event"], e["user_id"], e["client_ip"]) for e in events] == [
+        ("forbidden", user, "127.0.0.1"),
+        ("rate_limited", user, "127.0.0.1"),
+    ]
+    text = "\n".join(audit_lines)
+    assert headers["Authorization"].split()[1] not in text
+    assert "annual leave" not in text
+
+
+async def test_sql_refusal_is_audited_without_the_sql_or_prompt(
+    server_factory: Callable[..., Any], audit_lines: list[str]
+) -> None:
+    sql = "DROP TABLE prompt_marker_tbl"
+    prompt = "please drop the secret-prompt-marker table"
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if len(messages) == 1:
+            return ModelResponse(parts=[ToolCallPart("query_tabular_rows", {"sql": sql})])
+        return ModelResponse(parts=[TextPart("done")])
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        if len(messages) == 1:
+            yield {0: DeltaToolCall(name="query_tabular_rows", json_args=json.dumps({"sql": sql}))}
+        else:
+            yield "done"
+
+    user = f"abuse-sql-{uuid.uuid4().hex[:8]}"
+    async with (
+        server_factory(model=FunctionModel(model, stream_function=stream)) as srv,
+        srv.client() as c,
+    ):
+        r = await c.post("/api/pydantic-agent", json={"query": prompt}, headers=auth(user))
+        assert r.status_code == 200
+        request_id = r.headers["X-Request-ID"]
+    [event] = _events(audit_lines)
+    assert event["event"] == "sql_refused"
+    assert event["user_id"] == user and event["client_ip"] == "127.0.0.1"
+    assert event["request_id"] == request_id
+    assert event["reason"].startswith("SQLRejected")
+    assert event["sql"]["chars"] == len(sql)
+    text = "\n".join(audit_lines)
+    assert "prompt_marker" not in text and "secret-prompt-marker" not in text
