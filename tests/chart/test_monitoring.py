@@ -98,7 +98,7 @@ def test_prometheus_rule_passes_promtool(rules: dict[str, Any], tmp_path: Path) 
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump(rules))
     proc = run([tool("promtool"), "check", "rules", str(path)])
-    assert "SUCCESS: 7 rules found" in proc.stdout + proc.stderr
+    assert "SUCCESS: 8 rules found" in proc.stdout + proc.stderr
 
 
 def test_prometheus_rule_covers_the_promised_alerts(rules: dict[str, Any]) -> None:
@@ -184,6 +184,7 @@ def test_alerts_fire_on_matching_series(rules: dict[str, Any], tmp_path: Path) -
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(yaml.safe_dump(rules))
     ns = 'namespace="team-a", datasource="handbook"'
+    agent = 'job="ragkeeper-agent", namespace="ragkeeper", pod="agent-0"'
     cases = [
         _alert_test(
             rules_file,
@@ -266,6 +267,46 @@ def test_alerts_fire_on_matching_series(rules: dict[str, Any], tmp_path: Path) -
             ],
             "RagkeeperOperatorDown",
             [],
+        ),
+        *(
+            _alert_test(
+                rules_file,
+                [
+                    {
+                        "series": f"ragkeeper_agent_db_pool_connections_in_use{{{agent}}}",
+                        "values": in_use,
+                    },
+                    {
+                        "series": f"ragkeeper_agent_db_pool_max_connections{{{agent}}}",
+                        "values": "10x60",
+                    },
+                ],
+                "RagkeeperAgentDatabasePoolSaturated",
+                fired,
+            )
+            for in_use, fired in [
+                (
+                    "10x60",
+                    [
+                        {
+                            "exp_labels": {
+                                "severity": "warning",
+                                "namespace": "ragkeeper",
+                                "pod": "agent-0",
+                            },
+                            "exp_annotations": {
+                                "summary": "Agent pod agent-0 uses over 90% of its database "
+                                "connections.",
+                                "description": "Requests queue for a connection "
+                                "(`ragkeeper_agent_db_pool_waits_total`); raise the agent's "
+                                "`DB_POOL_MAX_SIZE` within the database's connection limit, "
+                                "or scale out.",
+                            },
+                        }
+                    ],
+                ),
+                ("9x60", []),
+            ]
         ),
     ]
     for index, case in enumerate(cases):

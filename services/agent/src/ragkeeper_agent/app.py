@@ -34,7 +34,7 @@ from ._version import __version__
 from .audit import STATUS_EVENTS, audit
 from .errors import HANDLED_TYPES, AgentServiceError, as_outage
 from .llm import build_model
-from .metrics import REGISTRY
+from .metrics import REGISTRY, instrument_pool
 from .middleware import BodySizeLimitMiddleware, ObservabilityMiddleware
 from .routes import chat, conversations, openai_compat, ops, search
 from .services import open_services
@@ -128,6 +128,7 @@ def _lifespan(
             services = await open_services(
                 settings, draining=draining, embedder=embedder, model=run_model, transport=transport
             )
+            instrument_pool(services.pool)
             app.state.services = services
             try:
                 yield

@@ -6,11 +6,25 @@ lets the chart's tests enumerate exactly what the service exports via
 Names carry the ``ragkeeper_agent_`` prefix and base units; counters end in ``_total``.
 The standard ``process_*`` metrics (CPU seconds, resident memory, open file descriptors; on
 Linux) are on this registry too, under their usual names.
+
+Database pool metrics: :func:`instrument_pool` is the one place the app's asyncpg pool is
+metered. It times every ``pool.acquire()`` (every query of the store, the conversations, the
+limiter and the SQL tool goes through it) and counts the acquires that had to wait because
+every connection was busy at the pool's maximum; size, in use and maximum are read from the
+pool at scrape time.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any
+
+import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
@@ -84,6 +98,106 @@ CONVERSATIONS_CREATED = Counter(
     "New conversations started.",
     registry=REGISTRY,
 )
+
+POOL_ACQUIRE_DURATION = Histogram(
+    "ragkeeper_agent_db_pool_acquire_duration_seconds",
+    "Time to get a connection from the database pool (waiting for a free one included).",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+POOL_WAITS = Counter(
+    "ragkeeper_agent_db_pool_waits_total",
+    "Connection acquires that found every connection busy with the pool at its maximum size.",
+    registry=REGISTRY,
+)
+
+
+class _MeteredAcquire:
+    """``pool.acquire()``'s context, timed (``async with`` and plain ``await`` alike)."""
+
+    __slots__ = ("_inner", "_pool")
+
+    def __init__(self, pool: asyncpg.Pool, inner: Any) -> None:
+        self._pool = pool
+        self._inner = inner
+
+    def _start(self) -> float:
+        pool = self._pool
+        if pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size():
+            POOL_WAITS.inc()
+        return time.perf_counter()
+
+    async def __aenter__(self) -> Any:
+        started = self._start()
+        try:
+            return await self._inner.__aenter__()
+        finally:
+            POOL_ACQUIRE_DURATION.observe(time.perf_counter() - started)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._inner.__aexit__(exc_type, exc, tb)
+
+    def __await__(self) -> Any:
+        started = self._start()
+        try:
+            return (yield from self._inner.__await__())
+        finally:
+            POOL_ACQUIRE_DURATION.observe(time.perf_counter() - started)
+
+
+class _MeteredPool(asyncpg.Pool):
+    """An asyncpg pool whose ``acquire`` is metered (same layout: no new slots)."""
+
+    __slots__ = ()
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return _MeteredAcquire(self, super().acquire(timeout=timeout))
+
+
+class _PoolCollector(Collector):
+    """Size, in-use and maximum connections of the open pools, read at scrape time."""
+
+    def __init__(self) -> None:
+        self.pools: list[asyncpg.Pool] = []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        self.pools = [pool for pool in self.pools if not pool.is_closing()]
+        size, idle, maximum = 0, 0, 0
+        for pool in self.pools:
+            size += pool.get_size()
+            idle += pool.get_idle_size()
+            maximum += pool.get_max_size()
+        yield GaugeMetricFamily(
+            "ragkeeper_agent_db_pool_connections",
+            "Connections the database pool holds open (idle and in use).",
+            value=size,
+        )
+        yield GaugeMetricFamily(
+            "ragkeeper_agent_db_pool_connections_in_use",
+            "Connections of the database pool currently acquired.",
+            value=size - idle,
+        )
+        yield GaugeMetricFamily(
+            "ragkeeper_agent_db_pool_max_connections",
+            "Maximum size of the database pool (DB_POOL_MAX_SIZE).",
+            value=maximum,
+        )
+
+
+_POOLS = _PoolCollector()
+REGISTRY.register(_POOLS)
+
+
+def instrument_pool(pool: asyncpg.Pool) -> None:
+    """Meter ``pool``: its acquires from now on, and its size at every scrape."""
+    if type(pool) is asyncpg.Pool:
+        pool.__class__ = _MeteredPool
+    _POOLS.pools.append(pool)
 
 
 def metric_names() -> list[str]:
