@@ -105,6 +105,9 @@ def test_agent_settings_accept_the_rendered_env(
     auth = _agent_values(scenario, "auth")
     assert (settings.auth_audience, settings.auth_issuer) == (auth["audience"], auth["issuer"])
     assert settings.rate_limit_per_minute > 0
+    agent = _values(scenario, "agent")
+    assert settings.auth_failures_per_minute == agent["authFailuresPerMinute"]
+    assert settings.trusted_proxies == agent["trustedProxies"]
     # Kubernetes waits longer than the server's own graceful shutdown (build_server), so
     # running turns end with their error line and spans are flushed before SIGKILL.
     from ragkeeper_agent.__main__ import build_server
