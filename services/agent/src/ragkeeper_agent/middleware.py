@@ -194,14 +194,14 @@ def _body_errors(body: bytes) -> list[dict[str, Any]]:
         ("body",),
         f"nests arrays and objects more than {MAX_JSON_DEPTH} levels deep",
     )
+    if not json_may_be_refused(body):
+        return []  # certain from the bytes: the body is parsed once, by FastAPI
     try:
         parsed = json.loads(body)
     except RecursionError:  # the parser's own guard, within a millisecond at any depth
         return [too_deep]
     except ValueError:
         return []  # not JSON: FastAPI answers it (json_invalid)
-    if not json_may_be_refused(body):
-        return []
     errors = []
     for loc, problem in json_problems(parsed, ("body",)):
         kind = "json_too_deep" if problem.startswith("nests") else "text_refused"
