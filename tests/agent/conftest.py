@@ -9,8 +9,9 @@ The language model is the offline extractive ``FunctionModel`` (no network), and
 from __future__ import annotations
 
 import hashlib
+import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -61,6 +62,23 @@ def make_token(sub: str, *, secret: str = SECRET, **claims: Any) -> str:
 
 def auth(sub: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {make_token(sub)}"}
+
+
+async def stream_agent_lines(
+    client: httpx.AsyncClient, user: str, after_first: Callable[[], Awaitable[None]]
+) -> list[dict[str, Any]]:
+    """The NDJSON lines of one ``/api/pydantic-agent`` turn; ``after_first`` runs once the
+    first line has arrived (to break something while the stream is open)."""
+    lines: list[dict[str, Any]] = []
+    async with client.stream(
+        "POST", "/api/pydantic-agent", json={"query": "hi"}, headers=auth(user)
+    ) as r:
+        assert r.status_code == 200
+        async for line in r.aiter_lines():
+            lines.append(json.loads(line))
+            if len(lines) == 1:
+                await after_first()
+    return lines
 
 
 @pytest.fixture(scope="module")

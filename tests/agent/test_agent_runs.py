@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -35,7 +34,7 @@ from ragkeeper_knowledge import KnowledgeStore
 from ragkeeper_knowledge.embedding import HashingEmbedder
 from ragkeeper_knowledge.errors import ConfigurationError
 
-from .conftest import auth, settings_for
+from .conftest import auth, settings_for, stream_agent_lines
 
 
 def deps(store: KnowledgeStore, embedder: HashingEmbedder, pool: asyncpg.Pool) -> Deps:
@@ -181,16 +180,12 @@ async def test_draining_ends_running_streams_cleanly(server_factory: Callable[..
 
     model = FunctionModel(stream_function=slow)
     async with server_factory(model=model, shutdown_grace_seconds=0) as srv, srv.client() as c:
-        lines: list[dict[str, Any]] = []
-        async with c.stream(
-            "POST", "/api/pydantic-agent", json={"query": "hi"}, headers=auth("quinn")
-        ) as r:
-            assert r.status_code == 200
-            async for line in r.aiter_lines():
-                lines.append(json.loads(line))
-                if len(lines) == 1:
-                    await started.wait()
-                    request_shutdown(srv.app)
+
+        async def shut_down() -> None:
+            await started.wait()
+            request_shutdown(srv.app)
+
+        lines = await stream_agent_lines(c, "quinn", shut_down)
         ready = await c.get("/readyz")
     release.set()
     assert lines[0]["text"] == "first words "

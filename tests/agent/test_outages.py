@@ -43,7 +43,7 @@ from ragkeeper_knowledge.embedding.openai_compat import OpenAICompatibleEmbedder
 from tests.support import serve_asgi
 
 from ..conftest import create_database
-from .conftest import RunningServer, auth, seed, serve, settings_for
+from .conftest import RunningServer, auth, seed, serve, settings_for, stream_agent_lines
 
 DIMENSION = 64
 # The first success after a dependency returns must come within this many seconds.
@@ -385,18 +385,14 @@ async def test_stream_ends_with_an_error_line_when_the_database_goes_down(
         yield "and the rest"
 
     model = FunctionModel(stream_function=gated)
+
+    async def stop_the_database() -> None:
+        await started.wait()
+        await own_pg.stop()
+        release.set()
+
     async with agent(database_url, embeddings, model=model) as srv, srv.client() as c:
-        lines: list[dict[str, Any]] = []
-        async with c.stream(
-            "POST", "/api/pydantic-agent", json={"query": "hi"}, headers=auth("sam")
-        ) as r:
-            assert r.status_code == 200
-            async for line in r.aiter_lines():
-                lines.append(json.loads(line))
-                if len(lines) == 1:
-                    await started.wait()
-                    await own_pg.stop()
-                    release.set()
+        lines = await stream_agent_lines(c, "sam", stop_the_database)
         await own_pg.start()
         after = await c.post("/api/search", json={"query": "leave"}, headers=auth("sam"))
     assert lines[0]["text"] == "first words "
