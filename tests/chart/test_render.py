@@ -288,7 +288,7 @@ def test_bundled_database_only_without_an_existing_secret(
     assert env["POSTGRES_USER"]["value"] == "postgres"
     assert env["RAGKEEPER_MIGRATOR"]["value"] == "ragkeeper"
     init = named(minimal, "ConfigMap", "-database-init")["data"]["10-ragkeeper-migrator.sh"]
-    assert "CREATEROLE NOSUPERUSER" in init and 'OWNER TO :"migrator"' in init
+    assert "CREATEROLE BYPASSRLS NOSUPERUSER" in init and 'OWNER TO :"migrator"' in init
     mounts = {m["mountPath"] for m in postgres["volumeMounts"]}
     assert "/docker-entrypoint-initdb.d" in mounts
     assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"

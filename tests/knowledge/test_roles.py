@@ -1,7 +1,7 @@
 """Database roles by duty (migration 0003, ``ragkeeper_knowledge.roles``), proven by logging in.
 
-A non-superuser migrator (CREATEROLE, owning the database, as the chart's bundled database
-makes it) migrates and provisions the agent's and the ingestion job's logins from their DSNs.
+A non-superuser migrator (CREATEROLE and BYPASSRLS, owning the database, as the chart's bundled
+database makes it) migrates and provisions the agent's and the ingestion job's logins from their DSNs.
 Then each login does its job for real (an ingestion run, an agent search, a conversation, the
 SQL tool) and is refused everything outside its duty.
 """
@@ -54,12 +54,19 @@ async def _make_database(admin_url: str, name: str, owner: str) -> None:
 @pytest.fixture(scope="module")
 async def urls(pg_admin_url: str) -> dict[str, str]:
     """A migrated database; DSNs of its migrator, agent and ingest logins."""
+    return await migrated_database(pg_admin_url, "roles")
+
+
+async def migrated_database(pg_admin_url: str, prefix: str) -> dict[str, str]:
+    """A database owned and migrated by a CREATEROLE migrator that provisions the agent's and the
+    ingestion job's logins; DSNs by login (``migrator``, ``agent``, ``ingest``, ``admin``)."""
     tag = uuid.uuid4().hex[:6]
-    db, names = f"roles_{tag}", {d: f"{d}_{tag}" for d in ("migrator", "agent", "ingest")}
+    db, names = f"{prefix}_{tag}", {d: f"{d}_{tag}" for d in ("migrator", "agent", "ingest")}
     admin = await asyncpg.connect(pg_admin_url)
     try:
         await admin.execute(
-            f"CREATE ROLE \"{names['migrator']}\" LOGIN CREATEROLE PASSWORD 'pw-{names['migrator']}'"
+            f'CREATE ROLE "{names["migrator"]}" LOGIN CREATEROLE BYPASSRLS '
+            f"PASSWORD 'pw-{names['migrator']}'"
         )
     finally:
         await admin.close()
@@ -73,12 +80,16 @@ async def urls(pg_admin_url: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 async def ingested(urls: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> int:
     """A real ingestion run with the ingest login's DSN on the fresh store (first sync)."""
-    tmp = tmp_path_factory.mktemp("roles")
+    return await ingest_sample(urls["ingest"], tmp_path_factory.mktemp("roles"), PIPELINE)
+
+
+async def ingest_sample(dsn: str, tmp: Path, pipeline: str) -> int:
+    """Run the ingestion job with ``dsn`` over a guide (Markdown) and a CSV; files added."""
     folder = tmp / "docs"
     folder.mkdir()
     (folder / "guide.md").write_text("# Guide\n\nThe backup runs nightly at two.")
     (folder / "sales.csv").write_text("region,amount\nnorth,120\nsouth,80\n")
-    env = job_env(urls["ingest"], tmp, RAG_PIPELINE_ID=PIPELINE, RAG_WATCH_DIRECTORY=str(folder))
+    env = job_env(dsn, tmp, RAG_PIPELINE_ID=pipeline, RAG_WATCH_DIRECTORY=str(folder))
     code, stats, stderr = run_job(env, "--pipeline", "local", "--mode", "single")
     assert (code, stats["status"]) == (0, "success"), stderr
     return int(stats["files_added"])
@@ -108,7 +119,7 @@ async def test_logins_are_provisioned_members_of_their_duty_roles(urls: dict[str
         for duty in ("agent", "ingest"):
             user = await _login_user(urls[duty])
             row = await conn.fetchrow(
-                "SELECT rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, "
+                "SELECT rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls, "
                 "pg_has_role($1, ragkeeper_admin.role_name($2), 'MEMBER') AS member "
                 "FROM pg_roles WHERE rolname = $1",
                 user,
@@ -119,6 +130,7 @@ async def test_logins_are_provisioned_members_of_their_duty_roles(urls: dict[str
                 "rolsuper": False,
                 "rolcreaterole": False,
                 "rolcreatedb": False,
+                "rolbypassrls": True,
                 "member": True,
             }
         migrator = await _login_user(urls["migrator"])
@@ -312,7 +324,7 @@ async def test_a_dba_managed_database_migrates_without_createrole(pg_admin_url: 
         for duty in ("agent", "ingest", "sqlreader"):
             await admin.execute(f"CREATE ROLE {db}_{duty} NOLOGIN")
         await admin.execute(f"GRANT {db}_sqlreader TO {migrator}")
-        await admin.execute(f"CREATE ROLE {db}_agent_login LOGIN IN ROLE {db}_agent")
+        await admin.execute(f"CREATE ROLE {db}_agent_login LOGIN BYPASSRLS IN ROLE {db}_agent")
     finally:
         await admin.close()
     login = _as(pg_admin_url, f"{db}_agent_login", db)
@@ -333,7 +345,7 @@ async def test_logins_without_a_password_and_one_dsn_for_all(pg_admin_url: str) 
     db, migrator, agent = f"nopw_{tag}", f"migrator_{tag}", f"agent_{tag}"
     admin = await asyncpg.connect(pg_admin_url)
     try:
-        await admin.execute(f"CREATE ROLE {migrator} LOGIN CREATEROLE")
+        await admin.execute(f"CREATE ROLE {migrator} LOGIN CREATEROLE BYPASSRLS")
         await _make_database(pg_admin_url, db, migrator)
     finally:
         await admin.close()

@@ -6,6 +6,8 @@ PostgreSQL 18 + pgvector, analysed, and given the HNSW index the sync engine bui
 explain the statement ``KnowledgeStore.search`` runs (``search_statement``), not a copy of it:
 the vector arm must be an HNSW index scan under its LIMIT, the text arm must go through the
 ``fts`` GIN index, with and without filters, and nothing may scan or rank the whole table.
+Each plan is taken as the owner and as a login like the agent's (a member of the agent duty
+role, with BYPASSRLS): row-level security (migration 0004) must not change it.
 """
 
 from __future__ import annotations
@@ -98,10 +100,32 @@ def _query_vector(seed: int = 5) -> list[float]:
     return [float(x) for x in np.random.default_rng(seed).standard_normal(DIM)]
 
 
-async def _explain(store: KnowledgeStore, options: str, **request: Any) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+async def agent_login(big: KnowledgeStore) -> str:
+    """A login as roles.provision_logins makes the agent's: in the agent role, BYPASSRLS."""
+    async with big.pool.acquire() as conn:
+        group = await conn.fetchval("SELECT ragkeeper_admin.role_name('agent')")
+        login = f"{group}_plan"
+        if not await conn.fetchval(
+            "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)", login
+        ):
+            await conn.execute(f'CREATE ROLE "{login}" LOGIN BYPASSRLS IN ROLE "{group}"')
+    return login
+
+
+AS_LOGIN = [pytest.param(False, id="owner"), pytest.param(True, id="agent-login")]
+
+
+async def _explain(
+    store: KnowledgeStore, options: str, login: str | None = None, **request: Any
+) -> dict[str, Any]:
+    """The search statement's plan, as the owner or as ``login``."""
     sql, args = await store.search_statement(QUESTION, _query_vector(), k=5, **request)
     async with store.pool.acquire() as conn, conn.transaction():
         await conn.execute(SEARCH_SETTINGS_SQL, str(EF_SEARCH))
+        if login:
+            await conn.execute("SELECT set_config('role', $1, true)", login)
+            assert not await conn.fetchval("SELECT row_security_active('documents')")
         plan = await conn.fetchval(f"EXPLAIN ({options}, FORMAT JSON) {sql}", *args)
     return json.loads(plan)[0]["Plan"]  # type: ignore[no-any-return]
 
@@ -126,11 +150,13 @@ FILTERS = [
 ]
 
 
+@pytest.mark.parametrize("as_login", AS_LOGIN)
 @pytest.mark.parametrize("request_filters", FILTERS)
 async def test_vector_arm_is_an_hnsw_scan_under_its_limit(
-    big: KnowledgeStore, request_filters: dict[str, Any]
+    big: KnowledgeStore, agent_login: str, request_filters: dict[str, Any], as_login: bool
 ) -> None:
-    plan = await _explain(big, "COSTS true", **request_filters)
+    login = agent_login if as_login else None
+    plan = await _explain(big, "COSTS true", login, **request_filters)
     hnsw = [(n, p) for n, p in _nodes(plan) if n.get("Index Name") == "documents_embedding_hnsw"]
     assert len(hnsw) == 1
     node, parent = hnsw[0]
@@ -142,11 +168,12 @@ async def test_vector_arm_is_an_hnsw_scan_under_its_limit(
     assert all(n["Plan Rows"] <= TEXT_MATCH_CAP for n in sorts), [n["Plan Rows"] for n in sorts]
 
 
+@pytest.mark.parametrize("as_login", AS_LOGIN)
 @pytest.mark.parametrize("request_filters", FILTERS)
 async def test_text_arm_goes_through_the_fts_index(
-    big: KnowledgeStore, request_filters: dict[str, Any]
+    big: KnowledgeStore, agent_login: str, request_filters: dict[str, Any], as_login: bool
 ) -> None:
-    plan = await _explain(big, "COSTS true", **request_filters)
+    plan = await _explain(big, "COSTS true", agent_login if as_login else None, **request_filters)
     fts = [n for n, _ in _nodes(plan) if n.get("Index Name") == "documents_fts"]
     # The AND match (English and simple configurations) and the per-term OR fallback.
     assert len(fts) == 3

@@ -9,6 +9,7 @@ from pgvector.asyncpg import register_vector
 
 from .errors import TransientError
 from .migrate import migrate
+from .roles import check_row_security
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -25,6 +26,9 @@ async def create_pool(
 ) -> asyncpg.Pool:
     """Open a pool; migrate first (the vector type must exist before the codec).
 
+    With migrations, the login is first checked to bypass row-level security
+    (``roles.check_row_security``): a service that would read nothing stops at start-up.
+
     Connection failures become ``TransientError`` so callers can map them to
     "retry later" without inspecting driver exceptions.
     """
@@ -32,6 +36,7 @@ async def create_pool(
         if run_migrations:
             conn = await asyncpg.connect(dsn)
             try:
+                await check_row_security(conn)  # else the revision itself reads as none
                 await migrate(conn)
             finally:
                 await conn.close()

@@ -123,6 +123,7 @@ async def migrate_dsn(dsn: str, logins: Mapping[str, str] | None = None) -> str:
     except (OSError, asyncpg.PostgresError) as exc:
         raise TransientError(f"database unreachable: {type(exc).__name__}") from exc
     try:
+        await roles.check_logins(conn, logins or {})
         rev = await migrate(conn)
         await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
         try:
