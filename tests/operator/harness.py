@@ -275,6 +275,7 @@ class Cluster:
         message: str,
         pod_name: str | None = None,
         finished_at: str | None = None,
+        started_at: str | None = None,
     ) -> dict[str, Any]:
         """Play the Job controller and kubelet: a Pod of ``job`` that has terminated."""
         meta = job["metadata"]
@@ -313,6 +314,7 @@ class Cluster:
                                 "reason": "Completed" if exit_code == 0 else "Error",
                                 "message": message,
                                 "finishedAt": finished_at or _now(),
+                                **({"startedAt": started_at} if started_at else {}),
                             }
                         },
                     }

@@ -274,7 +274,13 @@ async def test_finished_pods_become_last_run_and_conditions(
     job = scheduled_job(k8s, "team-docs", "ragkeeper-team-docs-29000000")
 
     logs = '{"level": "info", "message": "done"}\n' + stats(files_failed=2, status="partial")
-    await k8s.finish_pod(job, exit_code=0, message=logs, finished_at="2026-01-01T10:00:00Z")
+    await k8s.finish_pod(
+        job,
+        exit_code=0,
+        message=logs,
+        started_at="2026-01-01T09:58:30Z",
+        finished_at="2026-01-01T10:00:00Z",
+    )
 
     def run_recorded() -> dict[str, Any] | None:
         body = k8s.obj(DS, NAMESPACE, "team-docs")
@@ -293,6 +299,17 @@ async def test_finished_pods_become_last_run_and_conditions(
     documents = operator.metrics.documents.labels(**labels)
     await eventually(lambda: documents._value.get() == 12)
     assert operator.metrics.files_failed.labels(**labels)._value.get() == 2
+    # The run's container ran 90 s: one observation under its reason, in the 120 s bucket.
+    text = operator.metrics.render().decode()
+    assert 'ragkeeper_operator_run_duration_seconds_sum{reason="CompletedWithErrors"} 90.0' in text
+    assert (
+        'ragkeeper_operator_run_duration_seconds_bucket{le="60.0",reason="CompletedWithErrors"} 0.0'
+        in text
+    )
+    assert (
+        'ragkeeper_operator_run_duration_seconds_bucket{le="120.0",reason="CompletedWithErrors"} 1.0'
+        in text
+    )
 
     await k8s.finish_pod(
         job,

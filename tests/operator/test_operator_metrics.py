@@ -21,6 +21,7 @@ def populated() -> OperatorMetrics:
     metrics.documents.labels(namespace="docs", datasource="team-docs").set(12)
     metrics.files_failed.labels(namespace="docs", datasource="team-docs").set(2)
     metrics.runs.labels(reason="CompletedWithErrors").inc()
+    metrics.run_duration.labels(reason="CompletedWithErrors").observe(95.0)
     return metrics
 
 
@@ -34,6 +35,7 @@ def test_promtool_accepts_the_exposition() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert b"ragkeeper_operator_reconciliations_total" in text
     assert b"ragkeeper_operator_reconcile_duration_seconds_bucket" in text
+    assert b"ragkeeper_operator_run_duration_seconds_bucket" in text
     # The process's CPU and memory, under the standard names (no database pool to report).
     assert b"\nprocess_cpu_seconds_total " in text
     assert b"\nprocess_resident_memory_bytes " in text

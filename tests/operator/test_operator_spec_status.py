@@ -123,6 +123,27 @@ def test_run_outcome_reads_last_json_line_of_log_fallback() -> None:
     assert outcome is not None and outcome.stats == STATS
 
 
+@pytest.mark.parametrize(
+    ("started", "seconds"),
+    [
+        ("2026-01-01T09:45:00Z", 900.0),
+        ("2026-01-01T10:00:00Z", 0.0),
+        (None, None),  # no startedAt: no duration rather than a guess
+        ("2026-01-01T10:00:01Z", None),  # clocks disagree: never a negative duration
+        ("not a time", None),
+    ],
+)
+def test_run_outcome_duration_from_the_container(
+    started: str | None, seconds: float | None
+) -> None:
+    finished = pod(0, json.dumps(STATS))
+    if started:
+        terminated = finished["status"]["containerStatuses"][0]["state"]["terminated"]
+        terminated["startedAt"] = started
+    outcome = status.run_outcome(finished)
+    assert outcome is not None and outcome.duration_seconds == seconds
+
+
 def test_run_outcome_none_while_running() -> None:
     running = pod(0, "")
     running["status"] = {"phase": "Running"}

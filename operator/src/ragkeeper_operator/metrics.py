@@ -81,6 +81,13 @@ class OperatorMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.run_duration = Histogram(
+            f"{PREFIX}_run_duration_seconds",
+            "How long finished sync runs' ingestion containers ran, by LastRunSucceeded reason.",
+            ["reason"],
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400),
+            registry=self.registry,
+        )
         self._lock = threading.Lock()
         self._readiness: dict[tuple[str, str], bool] = {}
         for result in RESULTS:

@@ -481,6 +481,8 @@ async def record_run(rt: Runtime, namespace: str, name: str, pod: Mapping[str, A
     if change is None or change.before.get("lastRun") == change.after.get("lastRun"):
         return False
     rt.metrics.runs.labels(reason=outcome.reason).inc()
+    if outcome.duration_seconds is not None:
+        rt.metrics.run_duration.labels(reason=outcome.reason).observe(outcome.duration_seconds)
     return True
 
 

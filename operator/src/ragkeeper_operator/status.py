@@ -49,6 +49,8 @@ class RunOutcome:
     finished_at: str
     stats: Mapping[str, Any] | None
     message: str
+    # Seconds the ingestion container ran (its startedAt to finishedAt); None if either is unknown.
+    duration_seconds: float | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -153,7 +155,21 @@ def run_outcome(pod: Mapping[str, Any]) -> RunOutcome | None:
         finished_at=str(finished),
         stats=stats,
         message=_clip(message.strip()),
+        duration_seconds=_duration(terminated.get("startedAt"), terminated.get("finishedAt")),
     )
+
+
+def _duration(started: object, finished: object) -> float | None:
+    """Seconds between two RFC 3339 timestamps of the API server; None if one is missing."""
+    if not isinstance(started, str) or not isinstance(finished, str):
+        return None
+    try:
+        start = datetime.fromisoformat(started.replace("Z", "+00:00"))
+        end = datetime.fromisoformat(finished.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    seconds = (end - start).total_seconds()
+    return seconds if seconds >= 0 else None
 
 
 def set_condition(
