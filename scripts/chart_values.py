@@ -65,7 +65,7 @@ _CAP = {
 RESERVED_AGENT_ENV = (
     "(?i)^(HOST|PORT|METRICS_PORT|SHUTDOWN_GRACE_SECONDS|.*DATABASE_URL"
     "|EMBEDDING_(PROVIDER|BASE_URL|MODEL_CHOICE|API_KEY)|LLM_(PROVIDER|BASE_URL|CHOICE|API_KEY)"
-    "|AUTH_.*|RATE_LIMIT_PER_MINUTE|TRUSTED_PROXIES|CORS_ORIGINS|WEB_.*|OTEL_.*|RERANK_.*)$"
+    "|AUTH_.*|RATE_LIMIT_PER_MINUTE|PUBLIC_REQUESTS_PER_MINUTE|TRUSTED_PROXIES|CORS_ORIGINS|WEB_.*|OTEL_.*|RERANK_.*)$"
 )
 
 # A Postgres memory setting with a unit Postgres accepts (the bundled database's `-c` flags).
@@ -144,6 +144,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "agent.rerank.apiKeyKey": {"minLength": 1},
     "agent.rateLimitPerMinute": {"minimum": 1},
     "agent.authFailuresPerMinute": {"minimum": 0},
+    "agent.publicRequestsPerMinute": {"minimum": 0},
     "agent.trustedProxies": {"type": "array", "items": {"type": "string", "minLength": 1}},
     "agent.corsOrigins": {"type": "array", "items": {"type": "string", "minLength": 1}},
     "database.agentSecretKey": {"minLength": 1},

@@ -142,6 +142,7 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
         "auth_jwt_secret": SECRET,
         "rate_limit_per_minute": 1000,
         "auth_failures_per_minute": 1000,
+        "public_requests_per_minute": 100_000,
         "log_format": "text",
         "db_pool_max_size": 5,
         "shutdown_grace_seconds": 5,

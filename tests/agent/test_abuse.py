@@ -1,5 +1,6 @@
-"""Abuse controls: failed authentications limited per client IP, the client resolved through
-TRUSTED_PROXIES only, and the audit log (``ragkeeper.audit``, JSON) of 401, 403, 429 and SQL-tool
+"""Abuse controls: failed authentications and the unauthenticated route that does work
+(``/readyz``) limited per client IP, the client resolved through TRUSTED_PROXIES only, one
+database check however many probes arrive at once, and the audit log (``ragkeeper.audit``, JSON) of 401, 403, 429 and SQL-tool
 refusals without tokens, prompts or SQL text.
 
 The server runs on 127.0.0.1; with ``trusted_proxies=["127.0.0.1"]`` each test names its own
@@ -8,17 +9,21 @@ client in ``X-Forwarded-For``, so failures counted by other tests (same database
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import asyncpg
 import pytest
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
 
 from ragkeeper_agent.logs import AUDIT_LOGGER, RequestIdFilter, json_formatter
+from ragkeeper_agent.readiness import Readiness
+from ragkeeper_knowledge import create_pool
 
 from .conftest import auth, make_token
 
@@ -168,3 +173,54 @@ async def test_sql_refusal_is_audited_without_the_sql_or_prompt(
     assert event["sql"]["chars"] == len(sql)
     text = "\n".join(audit_lines)
     assert "prompt_marker" not in text and "secret-prompt-marker" not in text
+
+
+async def test_readiness_probes_are_limited_per_client_ip(
+    server_factory: Callable[..., Any], audit_lines: list[str]
+) -> None:
+    ip, other = _ip(), _ip()
+    async with (
+        server_factory(public_requests_per_minute=3, trusted_proxies=["127.0.0.1"]) as srv,
+        srv.client() as c,
+    ):
+        codes = [
+            (await c.get("/readyz", headers={"X-Forwarded-For": ip})).status_code for _ in range(4)
+        ]
+        assert codes == [200, 200, 200, 429]
+        refused = await c.get("/readyz", headers={"X-Forwarded-For": ip})
+        assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
+        assert (await c.get("/readyz", headers={"X-Forwarded-For": other})).status_code == 200
+        # Routes that do no work are not counted: the page and liveness stay open.
+        assert (await c.get("/healthz", headers={"X-Forwarded-For": ip})).status_code == 200
+        assert (await c.get("/", headers={"X-Forwarded-For": ip})).status_code == 200
+        metrics = (await c.get("/metrics")).text
+    assert 'ragkeeper_agent_rate_limit_rejections_total{route="/readyz"} 2.0' in metrics
+    events = [(e["event"], e["client_ip"], e["route"]) for e in _events(audit_lines)]
+    assert events == [("rate_limited", ip, "/readyz")] * 2
+
+
+class _CountingPool:
+    """A real pool that counts its acquisitions."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.acquired = 0
+
+    def acquire(self) -> Any:
+        self.acquired += 1
+        return self.pool.acquire()
+
+
+async def test_concurrent_probes_share_one_database_check(database_url: str) -> None:
+    pool = await create_pool(database_url, max_size=2)
+    counting = _CountingPool(pool)
+    try:
+        readiness = Readiness(counting)  # type: ignore[arg-type]
+        answers = await asyncio.gather(*(readiness.answer() for _ in range(50)))
+        assert {a.status_code for a in answers} == {200}
+        assert counting.acquired == 1
+        # The next probe checks again: no answer outlives the check it came from.
+        assert (await readiness.answer()).status_code == 200
+        assert counting.acquired == 2
+    finally:
+        await pool.close()

@@ -24,7 +24,7 @@ from .conftest import auth, settings_for
 LIMITED = {"/api/pydantic-agent", "/v1/chat/completions", "/api/search"}
 EXEMPT = {
     "/healthz": "liveness probe",
-    "/readyz": "readiness probe",
+    "/readyz": "readiness probe (limited per client IP: PUBLIC_REQUESTS_PER_MINUTE)",
     "/metrics": "Prometheus scrapes",
     "/": "the web page",
     "/web-config.json": "the web page's configuration",

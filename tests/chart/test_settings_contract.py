@@ -107,6 +107,7 @@ def test_agent_settings_accept_the_rendered_env(
     assert settings.rate_limit_per_minute > 0
     agent = _values(scenario, "agent")
     assert settings.auth_failures_per_minute == agent["authFailuresPerMinute"]
+    assert settings.public_requests_per_minute == agent["publicRequestsPerMinute"]
     assert settings.trusted_proxies == agent["trustedProxies"]
     # Kubernetes waits longer than the server's own graceful shutdown (build_server), so
     # running turns end with their error line and spans are flushed before SIGKILL.

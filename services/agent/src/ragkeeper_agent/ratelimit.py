@@ -14,13 +14,20 @@ The key is the user id for the per-user limit. The same limiter, with its own li
 failed authentications per client IP under the key ``authfail:<ip>`` (``deps.py``):
 :meth:`RateLimiter.check` reads that window without recording (one statement, no lock) before a
 token is verified, :meth:`RateLimiter.admit` records a failure.
+
+:class:`LocalRateLimiter` limits the unauthenticated routes that do work (``/readyz``) per client
+IP, in the replica's memory: they must answer while Postgres is down, and a probe is per replica.
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 import asyncpg
+from limits import RateLimitItemPerMinute
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 
 from .errors import RateLimited
 from .metrics import RATE_LIMITED
@@ -65,6 +72,22 @@ class RateLimiter:
         if row["n"] >= self._limit:
             RATE_LIMITED.labels(route).inc()
             raise RateLimited(max(1, math.ceil(float(row["wait"] or 1))))
+
+
+class LocalRateLimiter:
+    """A sliding minute per key in this process (the ``limits`` library's moving window)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self._item = RateLimitItemPerMinute(per_minute) if per_minute > 0 else None
+        self._windows = MovingWindowRateLimiter(MemoryStorage())
+
+    def admit(self, key: str, route: str) -> None:
+        """Count the request, or raise :class:`RateLimited` if ``key``'s window is full."""
+        if self._item is None or self._windows.hit(self._item, key):
+            return
+        reset = self._windows.get_window_stats(self._item, key).reset_time
+        RATE_LIMITED.labels(route).inc()
+        raise RateLimited(max(1, math.ceil(reset - time.time())))
 
 
 _COUNT = """

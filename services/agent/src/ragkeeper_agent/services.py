@@ -25,7 +25,8 @@ from .auth import Authenticator
 from .chat import ChatRunner
 from .history import ConversationStore
 from .llm import build_model
-from .ratelimit import RateLimiter
+from .ratelimit import LocalRateLimiter, RateLimiter
+from .readiness import Readiness
 from .settings import Settings
 from .tabular import ReadOnlySQL
 from .websearch import WebSearch
@@ -51,6 +52,9 @@ class Services:
     limiter: RateLimiter
     auth_failures: RateLimiter
     """Failed authentications per client IP (AUTH_FAILURES_PER_MINUTE)."""
+    public_limiter: LocalRateLimiter
+    """Requests per client IP to the unauthenticated routes that do work (/readyz)."""
+    readiness: Readiness
     sql: ReadOnlySQL
     web: WebSearch | None
     auth: Authenticator
@@ -163,6 +167,8 @@ def _assemble(
         conversations=ConversationStore(pool),
         limiter=RateLimiter(pool, settings.rate_limit_per_minute),
         auth_failures=RateLimiter(pool, settings.auth_failures_per_minute),
+        public_limiter=LocalRateLimiter(settings.public_requests_per_minute),
+        readiness=Readiness(pool),
         sql=ReadOnlySQL(
             pool,
             timeout_ms=settings.sql_statement_timeout_ms,

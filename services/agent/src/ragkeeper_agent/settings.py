@@ -153,6 +153,9 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = Field(default=20, ge=0)
     """Failed authentications per client IP per sliding minute; past it the IP gets 429 on
     every authenticated route until the window frees up; 0 disables."""
+    public_requests_per_minute: int = Field(default=120, ge=0)
+    """Requests per client IP per sliding minute to the unauthenticated routes that do work
+    (``/readyz``), counted in each replica's memory; past it 429; 0 disables."""
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Addresses or CIDRs (comma-separated) whose ``X-Forwarded-For`` names the client;
     empty: the socket peer is the client."""

@@ -2,9 +2,10 @@
 
 ``/healthz`` only says the process serves requests (no dependencies: a database
 outage must not make Kubernetes restart every replica). ``/readyz`` says whether
-this replica should get traffic: database reachable and schema at the head
-migration (503 with ``Retry-After`` while the database is unreachable, 200 again at the
-first probe after it is back; an outage of the embedding or model API does not count).
+this replica should get traffic (``readiness.py``: database reachable and schema at the head
+migration; 503 with ``Retry-After`` while the database is unreachable, 200 again at the
+first probe after it is back; an outage of the embedding or model API does not count). It
+needs no token, so it is limited per client IP (``PUBLIC_REQUESTS_PER_MINUTE``).
 ``/metrics`` exposes the service's own registry: on this app's port only when
 ``METRICS_PORT`` is 0; otherwise ``app.py`` serves it on that port alone (``metrics_router``
 stays off the main app, so an Ingress in front of ``PORT`` cannot publish it).
@@ -12,23 +13,14 @@ stays off the main app, so an Ingress in front of ``PORT`` cannot publish it).
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from typing import cast
-
-import asyncpg
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ragkeeper_knowledge.errors import KnowledgeError
-from ragkeeper_knowledge.migrate import current_revision, head_revision
-
+from ..audit import current_client_ip
 from ..deps import ServicesDep
-from ..errors import RETRY_AFTER_SECONDS
 from ..metrics import REGISTRY
 
-logger = logging.getLogger(__name__)
 router = APIRouter()
 metrics_router = APIRouter()
 
@@ -42,32 +34,9 @@ async def healthz() -> dict[str, str]:
 async def readyz(services: ServicesDep) -> JSONResponse:
     if services.draining.is_set():
         return JSONResponse({"status": "draining"}, status_code=503)
-    try:
-        async with asyncio.timeout(3):
-            async with services.pool.acquire() as conn:
-                revision = await current_revision(cast(asyncpg.Connection, conn))
-    except (
-        OSError,
-        asyncpg.PostgresError,
-        asyncpg.InterfaceError,
-        asyncpg.InternalClientError,
-    ) as exc:
-        # Any failure to read the revision takes the replica out; the next probe puts it back.
-        logger.warning("not ready: database unreachable (%s)", type(exc).__name__)
-        return JSONResponse(
-            {"status": "database unreachable"},
-            status_code=503,
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
-    try:
-        head = head_revision()
-    except KnowledgeError:
-        return JSONResponse({"status": "migrations unreadable"}, status_code=503)
-    if revision != head:
-        return JSONResponse(
-            {"status": "migrations pending", "revision": revision, "head": head}, status_code=503
-        )
-    return JSONResponse({"status": "ready", "revision": revision})
+    services.public_limiter.admit(f"public:{current_client_ip()}", "/readyz")
+    answer = await services.readiness.answer()
+    return JSONResponse(answer.body, status_code=answer.status_code, headers=answer.headers)
 
 
 @metrics_router.get("/metrics", include_in_schema=False)
