@@ -49,6 +49,8 @@ INSERTS = {
     "public.messages": "INSERT INTO public.messages (session_id, role, message) "
     "VALUES ('s-rls', 'user', '{}')",
     "public.requests": "INSERT INTO public.requests (user_id) VALUES ('api-u')",
+    "public.pipeline_generations": "INSERT INTO public.pipeline_generations (pipeline_id, "
+    "generation) VALUES ('api:x', 1)",
     "ragkeeper_admin.duty_grants": "INSERT INTO ragkeeper_admin.duty_grants (duty, privileges, "
     "on_object) VALUES ('agent', 'ALL', 'TABLE public.x')",
     "ragkeeper_migrations.migrations": "INSERT INTO ragkeeper_migrations.migrations "

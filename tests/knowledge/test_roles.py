@@ -196,6 +196,8 @@ async def test_agent_searches_keeps_conversations_and_queries_rows(
     ingested: int, as_agent: asyncpg.Pool
 ) -> None:
     store = KnowledgeStore(as_agent)
+    # The ingestion login's two document transactions advanced the pipeline's generation.
+    assert await store.generation(PIPELINE) == 2
     model = await store.embedding_model()
     assert model is not None
     embedder = HashingEmbedder(model[1])

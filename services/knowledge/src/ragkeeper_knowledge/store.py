@@ -387,6 +387,20 @@ class KnowledgeStore:
 
     # ------------------------------------------------------------- reading
 
+    async def generation(self, pipeline_id: str | None = None) -> int:
+        """How many committed transactions changed ``pipeline_id``'s documents (0: none yet);
+        for ``None``, the sum over every pipeline (docs/architecture.md, invariant 8).
+
+        Every committed change strictly increases it, so a cache keyed by the value read
+        before a search never answers with a result from before a change committed earlier.
+        """
+        value = await self._pool.fetchval(
+            "SELECT coalesce(sum(generation), 0) FROM pipeline_generations "
+            "WHERE $1::text IS NULL OR pipeline_id = $1",
+            pipeline_id,
+        )
+        return int(value)
+
     async def count_documents(self, pipeline_id: str | None = None) -> int:
         count = await self._pool.fetchval(
             "SELECT count(*) FROM document_metadata WHERE $1::text IS NULL OR pipeline_id = $1",
