@@ -65,7 +65,8 @@ _CAP = {
 RESERVED_AGENT_ENV = (
     "(?i)^(HOST|PORT|METRICS_PORT|SHUTDOWN_GRACE_SECONDS|.*DATABASE_URL"
     "|EMBEDDING_(PROVIDER|BASE_URL|MODEL_CHOICE|API_KEY)|LLM_(PROVIDER|BASE_URL|CHOICE|API_KEY)"
-    "|AUTH_.*|RATE_LIMIT_PER_MINUTE|PUBLIC_REQUESTS_PER_MINUTE|TRUSTED_PROXIES|CORS_ORIGINS|WEB_.*|OTEL_.*|RERANK_.*)$"
+    "|AUTH_.*|RATE_LIMIT_PER_MINUTE|PUBLIC_REQUESTS_PER_MINUTE|TRUSTED_PROXIES|CORS_ORIGINS|WEB_.*|OTEL_.*|RERANK_.*"
+    "|REDIS_.*)$"
 )
 
 # A Postgres memory setting with a unit Postgres accepts (the bundled database's `-c` flags).
@@ -81,6 +82,15 @@ _PG_EXTRA = {
         },
     },
     "additionalProperties": {"type": ["string", "number", "boolean"]},
+}
+
+# A Redis memory size (`maxmemory`): kb, mb, gb are powers of 1024.
+_REDIS_MEMORY = {"type": "string", "pattern": "^[1-9][0-9]*(kb|mb|gb)$"}
+# A pinned image reference: a tag, a digest, or both; never an untagged name.
+_PINNED_IMAGE = {
+    "type": "string",
+    "pattern": "^[^\\s@]+(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})$",
+    "not": {"pattern": ":latest(@|$)"},
 }
 
 # ragkeeper_knowledge's EmbeddingProvider minus "hashing" (a test double); tests keep them equal.
@@ -142,6 +152,18 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "agent.rerank.timeoutSeconds": {"exclusiveMinimum": 0, "maximum": 300},
     "agent.rerank.maxRetries": {"minimum": 0, "maximum": 10},
     "agent.rerank.apiKeyKey": {"minLength": 1},
+    "redis.image": _PINNED_IMAGE,
+    "redis.maxmemory": _REDIS_MEMORY,
+    "externalRedis.existingSecret": {"pattern": "^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$"},
+    "externalRedis.urlKey": {"minLength": 1},
+    # The agent's own limits (ragkeeper_agent.settings, REDIS_*); tests keep them equal.
+    "agent.redis.socketTimeoutSeconds": {"exclusiveMinimum": 0, "maximum": 60},
+    "agent.redis.connectTimeoutSeconds": {"exclusiveMinimum": 0, "maximum": 60},
+    "agent.redis.maxConnections": {"minimum": 1, "maximum": 10000},
+    "agent.redis.embeddingTtlSeconds": {"minimum": 1},
+    "agent.redis.searchTtlSeconds": {"minimum": 1},
+    "agent.redis.retrySeconds": {"exclusiveMinimum": 0, "maximum": 3600},
+    "agent.redis.keyPrefix": {"minLength": 1, "maxLength": 100, "pattern": "^[!-~]+$"},
     "agent.rateLimitPerMinute": {"minimum": 1},
     "agent.authFailuresPerMinute": {"minimum": 0},
     "agent.publicRequestsPerMinute": {"minimum": 0},

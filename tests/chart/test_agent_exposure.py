@@ -111,8 +111,10 @@ def test_schema_reserves_every_name_the_chart_sets_on_the_agent() -> None:
         names |= {item["name"] for item in _agent(render(path, sets=sets))["env"]}
     assert {"AUTH_MODE", "AUTH_JWT_SECRET", "AUTH_JWKS_URL", "DATABASE_URL"} <= names
     assert {"LLM_API_KEY", "EMBEDDING_API_KEY", "OTEL_EXPORTER_OTLP_HEADERS"} <= names
+    assert {"REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX"} <= names
     assert sorted(n for n in names if not reserved.match(n)) == []
     assert reserved.match("auth_mode") and reserved.match("Database_Url")
+    assert reserved.match("redis_url") and reserved.match("REDIS_ANYTHING_ELSE")
     for free in ("SEARXNG_URL", "BRAVE_API_KEY", "LLM_TIMEOUT_SECONDS", "MAX_PROMPT_CHARS"):
         assert not reserved.match(free), free
 

@@ -76,6 +76,10 @@ def test_missing_comment_is_refused() -> None:
         ("rerank-cohere-without-model.yaml", "model': minLength: got 0, want 1"),
         ("rerank-one-candidate.yaml", "minimum: got 1, want 2"),
         ("rerank-unknown-provider.yaml", "value must be one of 'none', 'tei', 'cohere'"),
+        ("extra-env-redis-url.yaml", "at '/agent/extraEnv/0/name': 'not' failed"),
+        ("redis-maxmemory-kubernetes-unit.yaml", "maxmemory': '64Mi' does not match pattern"),
+        ("redis-image-latest.yaml", "at '/redis/image': 'not' failed"),
+        ("redis-no-connections.yaml", "minimum: got 0, want 1"),
     ],
 )
 def test_helm_rejects_bad_values(values: str, message: str) -> None:

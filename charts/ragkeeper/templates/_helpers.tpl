@@ -262,3 +262,77 @@ default install reranks nothing. The API key: only ever a secretKeyRef.
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/*
+Which Redis the agent uses: "bundled" (redis.enabled), "external" (externalRedis.existingSecret)
+or "" (none). Both at once is refused: the agent has one REDIS_URL.
+*/}}
+{{- define "ragkeeper.redis" -}}
+{{- if and .Values.redis.enabled .Values.externalRedis.existingSecret -}}
+{{- fail "redis.enabled and externalRedis.existingSecret are mutually exclusive: use the bundled Redis or your own, not both" -}}
+{{- else if .Values.redis.enabled -}}
+bundled
+{{- else if .Values.externalRedis.existingSecret -}}
+external
+{{- end -}}
+{{- end -}}
+
+{{/*
+REDIS_* environment of the agent, rendered only when a Redis is configured, so a default install
+behaves as without Redis. The URL and the password: only ever secretKeyRefs (the bundled
+Redis' Secret, or externalRedis.existingSecret).
+*/}}
+{{- define "ragkeeper.agentRedisEnv" -}}
+{{- $mode := include "ragkeeper.redis" . -}}
+{{- if $mode }}
+{{- /* The Secret, the key of the URL and the key of the password (optional). */ -}}
+{{- $ext := .Values.externalRedis -}}
+{{- $from := dict "secret" $ext.existingSecret "url" $ext.urlKey "auth" $ext.passwordKey -}}
+{{- if eq $mode "bundled" }}
+{{- $from = dict "secret" (include "ragkeeper.componentName" (dict "root" . "component" "redis")) "url" "REDIS_URL" "auth" "REDIS_PASSWORD" -}}
+{{- end }}
+{{- $tuning := .Values.agent.redis }}
+- name: REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $from.secret }}
+      key: {{ $from.url }}
+{{- with $from.auth }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $from.secret }}
+      key: {{ . }}
+{{- end }}
+- name: REDIS_SOCKET_TIMEOUT_SECONDS
+  value: {{ $tuning.socketTimeoutSeconds | quote }}
+- name: REDIS_CONNECT_TIMEOUT_SECONDS
+  value: {{ $tuning.connectTimeoutSeconds | quote }}
+- name: REDIS_MAX_CONNECTIONS
+  value: {{ $tuning.maxConnections | quote }}
+- name: REDIS_EMBEDDING_TTL_SECONDS
+  value: {{ $tuning.embeddingTtlSeconds | quote }}
+- name: REDIS_SEARCH_TTL_SECONDS
+  value: {{ $tuning.searchTtlSeconds | quote }}
+- name: REDIS_RETRY_SECONDS
+  value: {{ $tuning.retrySeconds | quote }}
+- name: REDIS_KEY_PREFIX
+  value: {{ $tuning.keyPrefix | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Bytes of a memory size, or -1 when it is not one this can read: Kubernetes quantities (plain
+bytes, k/M/G, Ki/Mi/Gi) and Redis sizes (kb/mb/gb are powers of 1024, k/m/g powers of 1000).
+*/}}
+{{- define "ragkeeper.bytes" -}}
+{{- $v := toString . -}}
+{{- $units := dict "" 1 "k" 1000 "K" 1000 "M" 1000000 "m" 1000000 "G" 1000000000 "g" 1000000000 "Ki" 1024 "kb" 1024 "KB" 1024 "Mi" 1048576 "mb" 1048576 "MB" 1048576 "Gi" 1073741824 "gb" 1073741824 "GB" 1073741824 -}}
+{{- $m := regexFind "^[0-9]+(\\.[0-9]+)?" $v -}}
+{{- $unit := trimPrefix $m $v -}}
+{{- if and $m (hasKey $units $unit) -}}
+{{- mulf (float64 $m) (index $units $unit) | int64 -}}
+{{- else -}}
+-1
+{{- end -}}
+{{- end -}}
