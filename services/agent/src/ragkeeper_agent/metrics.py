@@ -12,6 +12,10 @@ metered. It times every ``pool.acquire()`` (every query of the store, the conver
 limiter and the SQL tool goes through it) and counts the acquires that had to wait because
 every connection was busy at the pool's maximum; size, in use and maximum are read from the
 pool at scrape time.
+
+Redis (``redis_cache.py``, docs/redis.md): cache lookups by cache and result, each Redis call's
+duration, the requests that went on without Redis by component and reason, and
+``ragkeeper_agent_redis_up``, which has a sample only while a Redis client is open (REDIS_URL).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -96,6 +100,29 @@ RATE_LIMITED = Counter(
 CONVERSATIONS_CREATED = Counter(
     "ragkeeper_agent_conversations_created_total",
     "New conversations started.",
+    registry=REGISTRY,
+)
+
+CACHE_REQUESTS = Counter(
+    "ragkeeper_agent_cache_requests_total",
+    "Lookups in the Redis caches, by cache (embedding, search) and result (hit, miss); a lookup "
+    "skipped or failed while Redis is unavailable is a fallback, not a miss.",
+    ["cache", "result"],
+    registry=REGISTRY,
+)
+REDIS_DURATION = Histogram(
+    "ragkeeper_agent_redis_duration_seconds",
+    "Time of one Redis operation (get, set, rate_limit, ping), whatever its outcome.",
+    ["operation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+    registry=REGISTRY,
+)
+REDIS_FALLBACKS = Counter(
+    "ragkeeper_agent_redis_fallbacks_total",
+    "Requests that went on without Redis, by component (embedding_cache, search_cache, "
+    "rate_limiter) and reason (unavailable: down or skipped while down; timeout; invalid: an "
+    "unusable value or error reply).",
+    ["component", "reason"],
     registry=REGISTRY,
 )
 
@@ -191,6 +218,43 @@ class _PoolCollector(Collector):
 
 _POOLS = _PoolCollector()
 REGISTRY.register(_POOLS)
+
+
+class RedisState(Protocol):
+    @property
+    def up(self) -> bool: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+
+class _RedisUpCollector(Collector):
+    """``ragkeeper_agent_redis_up``: 1 while every open Redis client's last call answered, 0
+    during an outage. The family is always described (so the alert's name is known), but it
+    has a sample only while a client is open, i.e. only with REDIS_URL set."""
+
+    def __init__(self) -> None:
+        self.clients: list[RedisState] = []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        self.clients = [client for client in self.clients if not client.closed]
+        family = GaugeMetricFamily(
+            "ragkeeper_agent_redis_up",
+            "1 while Redis answers, 0 from a failed call until a call succeeds again "
+            "(exported only with REDIS_URL set).",
+        )
+        if self.clients:
+            family.add_metric([], float(all(client.up for client in self.clients)))
+        yield family
+
+
+_REDIS_UP = _RedisUpCollector()
+REGISTRY.register(_REDIS_UP)
+
+
+def watch_redis(client: RedisState) -> None:
+    """Export ``client``'s state as ``ragkeeper_agent_redis_up`` until it is closed."""
+    _REDIS_UP.clients.append(client)
 
 
 def instrument_pool(pool: asyncpg.Pool) -> None:

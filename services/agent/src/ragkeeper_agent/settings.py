@@ -293,3 +293,63 @@ class Settings(BaseSettings):
     otel_include_content: bool = False
     """Record prompts, completions and tool arguments/results in the agent spans (off: they
     hold users' questions and document passages, which a trace backend must not get by default)."""
+
+    # --- Redis for the serving path (redis_cache.py); appended last. Unset: no Redis at all.
+    redis_url: SecretStr = SecretStr("")
+    """``redis://`` or ``rediss://`` (TLS, verified against the system CAs) ``[user[:password]@]
+    host[:port][/db]``; empty: no Redis (the caches are off, the rate limit is Postgres's)."""
+    redis_password: SecretStr = SecretStr("")
+    """The password, when it is not inside REDIS_URL (the chart passes both from Secrets)."""
+    redis_socket_timeout_seconds: float = Field(default=0.1, gt=0, le=60)
+    """One command's answer; past it the request goes on without Redis."""
+    redis_connect_timeout_seconds: float = Field(default=0.5, gt=0, le=60)
+    redis_max_connections: int = Field(default=20, ge=1, le=10_000)
+    redis_embedding_ttl_seconds: int = Field(default=604_800, ge=1)
+    """How long a query's vector stays cached."""
+    redis_search_ttl_seconds: int = Field(default=300, ge=1)
+    """How long a search's hits stay cached (a sync makes them unreachable sooner)."""
+    redis_retry_seconds: float = Field(default=5.0, gt=0, le=3600)
+    """After a failure Redis is skipped this long, then tried again."""
+    redis_key_prefix: str = Field(
+        default="ragkeeper:", min_length=1, max_length=100, pattern=r"^[!-~]+$"
+    )
+    """Prefix of every key the agent writes (printable ASCII, no spaces)."""
+
+    @model_validator(mode="after")
+    def _check_redis(self) -> Self:
+        check_redis_url(self.redis_url.get_secret_value(), bool(self.redis_password))
+        return self
+
+    @property
+    def redis_configured(self) -> bool:
+        return bool(self.redis_url.get_secret_value())
+
+
+def check_redis_url(url: str, separate_password: bool) -> None:
+    """Refuse a REDIS_URL the client could misread; every message names the variable, never
+    the value (it may hold the password)."""
+    if not url:
+        if separate_password:
+            raise ValueError("REDIS_PASSWORD is set but REDIS_URL is not")
+        return
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError("REDIS_URL is not a valid URL") from None
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError("REDIS_URL must start with redis:// or rediss:// (TLS)")
+    if not parts.hostname:
+        raise ValueError("REDIS_URL names no host")
+    if port == 0:
+        raise ValueError("REDIS_URL has port 0")
+    if parts.path not in ("", "/") and not parts.path[1:].isdigit():
+        raise ValueError("REDIS_URL's path must be a database number, e.g. /0")
+    if parts.query or parts.fragment:
+        # redis-py would let query options (timeouts, ssl_cert_reqs=none) override the
+        # REDIS_* settings and TLS verification.
+        raise ValueError(
+            "REDIS_URL must have no query string or fragment; use the REDIS_* settings"
+        )
+    if parts.password and separate_password:
+        raise ValueError("the password is in REDIS_URL and in REDIS_PASSWORD; set one of them")
