@@ -12,6 +12,7 @@ from ragkeeper_agent import Settings
 from ragkeeper_agent.settings import describe_invalid
 
 SECRET_PART = "pw-8c1f"  # pragma: allowlist secret
+OTHER_PART = "other-pw"  # pragma: allowlist secret
 
 
 @pytest.mark.parametrize(
@@ -26,8 +27,8 @@ SECRET_PART = "pw-8c1f"  # pragma: allowlist secret
             "REDIS_URL must have no query string",
         ),
         (
-            {"redis_url": f"redis://:{SECRET_PART}@cache", "redis_password": SECRET_PART},
-            "the password is in REDIS_URL and in REDIS_PASSWORD",
+            {"redis_url": f"redis://:{SECRET_PART}@cache", "redis_password": OTHER_PART},
+            "REDIS_URL holds a password other than REDIS_PASSWORD",
         ),
         ({"redis_password": SECRET_PART}, "REDIS_PASSWORD is set but REDIS_URL is not"),
         (
@@ -47,7 +48,7 @@ def test_redis_settings_are_refused_by_name_never_by_value(
         Settings(database_url="postgresql://x/y", auth_mode="disabled", **values)
     described = describe_invalid(refused.value)
     assert message in described
-    assert SECRET_PART not in described
+    assert SECRET_PART not in described and OTHER_PART not in described
 
 
 def test_redis_defaults_and_accepted_urls() -> None:
@@ -71,3 +72,6 @@ def test_redis_defaults_and_accepted_urls() -> None:
     ):
         assert Settings(**base, redis_url=url).redis_configured
     assert Settings(**base, redis_url="rediss://cache", redis_password=SECRET_PART).redis_configured
+    # The same password in both places (a Secret's URL and its password key) is not a conflict.
+    both = {"redis_url": f"redis://:{SECRET_PART}@cache", "redis_password": SECRET_PART}
+    assert Settings(**base, **both).redis_configured

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Annotated, Literal, Self
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
@@ -317,7 +317,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_redis(self) -> Self:
-        check_redis_url(self.redis_url.get_secret_value(), bool(self.redis_password))
+        check_redis_url(self.redis_url.get_secret_value(), self.redis_password.get_secret_value())
         return self
 
     @property
@@ -325,11 +325,11 @@ class Settings(BaseSettings):
         return bool(self.redis_url.get_secret_value())
 
 
-def check_redis_url(url: str, separate_password: bool) -> None:
-    """Refuse a REDIS_URL the client could misread; every message names the variable, never
-    the value (it may hold the password)."""
+def check_redis_url(url: str, password: str) -> None:
+    """Refuse a REDIS_URL the client could misread, or that disagrees with REDIS_PASSWORD
+    (``password``); every message names the variable, never the value."""
     if not url:
-        if separate_password:
+        if password:
             raise ValueError("REDIS_PASSWORD is set but REDIS_URL is not")
         return
     try:
@@ -351,5 +351,6 @@ def check_redis_url(url: str, separate_password: bool) -> None:
         raise ValueError(
             "REDIS_URL must have no query string or fragment; use the REDIS_* settings"
         )
-    if parts.password and separate_password:
-        raise ValueError("the password is in REDIS_URL and in REDIS_PASSWORD; set one of them")
+    if parts.password and password and unquote(parts.password) != password:
+        # redis-py would use the URL's; a second, different one is a mistake somewhere.
+        raise ValueError("REDIS_URL holds a password other than REDIS_PASSWORD; set one of them")
