@@ -1,20 +1,26 @@
 """The environment the chart renders is accepted by the services' own settings objects.
 
 Each container's env (ConfigMap references resolved from the rendered ConfigMap, Secret
-references replaced by plausible values) is loaded through the agent's `Settings` and the
+references from the rendered Secret when the chart renders it, else replaced by plausible
+values) is loaded through the agent's `Settings` and the
 operator's `OperatorSettings`, so a renamed variable or a value the service refuses (say
 AUTH_MODE=jwks) fails here rather than in a crash-looping pod. The agent's web page settings
 come out as the scenario's `agent.web` values say, and the page's Content-Security-Policy lets
 the browser reach the Supabase project when one is configured. The OTEL_* trace settings come
 out as `agent.tracing` says: export off without an endpoint, otherwise the URL `tracing.py`
 exports to, the service name, the content switch and the headers from the Secret. The RERANK_*
-settings come out as `agent.rerank` says (none rendered while its provider is `none`). Every
+settings come out as `agent.rerank` says (none rendered while its provider is `none`). The
+REDIS_* settings come out as `agent.redis` says, with the bundled Redis' URL and password or the
+external one's from its Secret, and no Redis at all without either; the chart's defaults and
+limits for them are the agent's own. Every
 variable the chart sets on the agent is one its settings read. The operator's job policy comes
 out as `operator.jobs.policy` says.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -23,7 +29,7 @@ import yaml
 from fastapi import FastAPI
 
 from scripts import chart_values
-from tests.chart.tools import CI_VALUES, by_kind, named
+from tests.chart.tools import CHART, CI_VALUES, by_kind, named
 
 if TYPE_CHECKING:
     from ragkeeper_agent.settings import Settings
@@ -34,17 +40,20 @@ SCENARIOS = [
     "namespaced-values",
     "manifests-values",
     "sso-values",
+    "redis-values",
 ]
 SECRET_VALUES = {
     "DATABASE_URL": "postgresql://ragkeeper:s3cret@db.example.com:5432/ragkeeper",
     "AUTH_JWT_SECRET": "x" * 48,
     "RERANK_API_KEY": "rk-" + "r" * 40,
     "OTEL_EXPORTER_OTLP_HEADERS": "Authorization=Basic%20cGstbGY6c2stbGY=,x-langfuse-ingestion-version=4",
+    "REDIS_URL": "rediss://cache.example.com:6380/0",
 }
 
 
 def _resolved_env(objects: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, str]:
     configmaps = {cm["metadata"]["name"]: cm["data"] for cm in by_kind(objects, "ConfigMap")}
+    secrets = {s["metadata"]["name"]: s.get("stringData", {}) for s in by_kind(objects, "Secret")}
     env: dict[str, str] = {}
     for item in container.get("env", []):
         if "value" in item:
@@ -55,7 +64,9 @@ def _resolved_env(objects: list[dict[str, Any]], container: dict[str, Any]) -> d
             ref = source["configMapKeyRef"]
             env[item["name"]] = configmaps[ref["name"]][ref["key"]]
         else:
-            env[item["name"]] = SECRET_VALUES.get(item["name"], "k" * 40)
+            ref = source["secretKeyRef"]
+            rendered = secrets.get(ref["name"], {}).get(ref["key"])
+            env[item["name"]] = rendered or SECRET_VALUES.get(item["name"], "k" * 40)
     return env
 
 
@@ -147,6 +158,84 @@ def test_agent_settings_accept_the_rendered_env(
     )
     assert embedding.resolved_model
     _assert_rerank(settings, _agent_values(scenario, "rerank"))
+    _assert_redis(settings, objects, scenario)
+
+
+def _assert_redis(settings: Settings, objects: list[dict[str, Any]], scenario: str) -> None:
+    bundled = _values(scenario, "redis")["enabled"]
+    external = _values(scenario, "externalRedis")
+    if not (bundled or external["existingSecret"]):
+        assert not settings.redis_configured
+        return
+    assert settings.redis_configured
+    url = settings.redis_url.get_secret_value()
+    password = settings.redis_password.get_secret_value()
+    if bundled:
+        secret = named(objects, "Secret", "-redis")["stringData"]
+        service = named(objects, "Service", "-redis")["metadata"]
+        assert url == secret["REDIS_URL"]
+        assert urlsplit(url).hostname == f"{service['name']}.{service['namespace']}.svc"
+        assert password == secret["REDIS_PASSWORD"]
+    else:
+        assert url == SECRET_VALUES["REDIS_URL"]
+        assert bool(password) is bool(external["passwordKey"])
+    tuning = _agent_values(scenario, "redis")
+    assert settings.redis_socket_timeout_seconds == tuning["socketTimeoutSeconds"]
+    assert settings.redis_connect_timeout_seconds == tuning["connectTimeoutSeconds"]
+    assert settings.redis_max_connections == tuning["maxConnections"]
+    assert settings.redis_embedding_ttl_seconds == tuning["embeddingTtlSeconds"]
+    assert settings.redis_search_ttl_seconds == tuning["searchTtlSeconds"]
+    assert settings.redis_retry_seconds == tuning["retrySeconds"]
+    assert settings.redis_key_prefix == tuning["keyPrefix"]
+
+
+def test_ci_scenarios_cover_no_bundled_and_external_redis() -> None:
+    kinds = {
+        "bundled"
+        if _values(path.stem, "redis")["enabled"]
+        else "external"
+        if _values(path.stem, "externalRedis")["existingSecret"]
+        else "none"
+        for path in CI_VALUES
+    }
+    assert kinds == {"none", "bundled", "external"}
+
+
+# JSON Schema keyword of each pydantic constraint.
+_CONSTRAINTS = {
+    "gt": "exclusiveMinimum",
+    "ge": "minimum",
+    "lt": "exclusiveMaximum",
+    "le": "maximum",
+    "min_length": "minLength",
+    "max_length": "maxLength",
+    "pattern": "pattern",
+}
+
+
+def test_chart_redis_defaults_and_limits_are_the_agents() -> None:
+    """agent.redis.<camelCase> is REDIS_<SNAKE_CASE>: same default, same bounds."""
+    from ragkeeper_agent.settings import Settings
+
+    defaults = yaml.safe_load(chart_values.VALUES.read_text())["agent"]["redis"]
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    properties = schema["properties"]["agent"]["properties"]["redis"]["properties"]
+    fields = {
+        name: field for name, field in Settings.model_fields.items() if name.startswith("redis_")
+    }
+    tuned = {"redis_" + re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower(): key for key in defaults}
+    assert set(tuned) == set(fields) - {"redis_url", "redis_password"}
+    for name, key in tuned.items():
+        field = fields[name]
+        assert defaults[key] == field.default, key
+        bounds = {
+            keyword: getattr(meta, attr)
+            for meta in field.metadata
+            for attr, keyword in _CONSTRAINTS.items()
+            if getattr(meta, attr, None) is not None
+        }
+        schema_bounds = {k: v for k, v in properties[key].items() if k in _CONSTRAINTS.values()}
+        assert schema_bounds == bounds, key
 
 
 def _assert_rerank(settings: Settings, rerank: dict[str, Any]) -> None:
