@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from pydantic_ai import Agent, ModelRetry, RunContext, Tool
@@ -35,6 +35,9 @@ from .errors import SQLToolError
 from .metrics import RERANK_DURATION, RERANK_FAILURES, RETRIEVAL_DURATION, TOOL_CALLS
 from .tabular import ReadOnlySQL, render_rows
 from .websearch import WebSearch, WebSearchError
+
+if TYPE_CHECKING:
+    from .redis_cache import SearchCache
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +94,8 @@ class Deps:
     rerank_candidates: int = 20
     """Hybrid search hits the reranker scores (at least the number of passages asked for)."""
     read_max_chars: int = 20_000
+    search_cache: SearchCache | None = None
+    """The hybrid search's hits cached in Redis (REDIS_URL); None searches every time."""
     sources: dict[str, Passage] = field(default_factory=dict)
     """Passages returned so far in this run, by chunk key, for the final citation list."""
 
@@ -108,6 +113,32 @@ def _counted(tool: str) -> Iterator[None]:
     TOOL_CALLS.labels(tool, "ok").inc()
 
 
+@dataclass(frozen=True, slots=True)
+class SearchArgs:
+    """One call of ``store.search``: everything besides the store's contents that decides its
+    hits. The search cache's key is built from every field (``redis_cache.SearchCache.key``),
+    so a field added here is part of the key."""
+
+    query: str
+    k: int
+    pipeline_id: str | None
+    metadata_filter: dict[str, Any] | None
+    weights: tuple[float, float]
+
+
+async def hybrid_search(deps: Deps, args: SearchArgs) -> list[SearchHit]:
+    """Embed the query with the ingestion embedder and run the store's hybrid search."""
+    vector = await deps.embedder.embed_query(args.query)
+    return await deps.store.search(
+        args.query,
+        vector,
+        k=args.k,
+        pipeline_id=args.pipeline_id,
+        metadata_filter=args.metadata_filter,
+        weights=args.weights,
+    )
+
+
 async def retrieve(
     deps: Deps,
     query: str,
@@ -118,6 +149,10 @@ async def retrieve(
 ) -> list[Passage]:
     """Embed the query with the ingestion embedder, run the hybrid search, rerank if configured.
 
+    With Redis (``deps.search_cache``), the hybrid search's hits come from the search cache
+    when an entry for this exact search and the store's current generation exists
+    (docs/redis.md); reranking still runs per request, on those hits.
+
     With a reranker, the search returns ``max(rerank_candidates, k)`` hits, the reranking
     service scores each, and the ``k`` best by that score are returned with it as their
     ``score`` (equal scores keep the fused order). When the service fails, the search still
@@ -125,15 +160,17 @@ async def retrieve(
     """
     size = k or deps.search_k
     started = time.perf_counter()
-    vector = await deps.embedder.embed_query(query)
-    hits = await deps.store.search(
-        query,
-        vector,
+    args = SearchArgs(
+        query=query,
         k=max(deps.rerank_candidates, size) if deps.reranker else size,
         pipeline_id=pipeline_id,
         metadata_filter=metadata_filter,
         weights=deps.search_weights,
     )
+    if deps.search_cache is None:
+        hits = await hybrid_search(deps, args)
+    else:
+        hits = await deps.search_cache.search(args, lambda: hybrid_search(deps, args))
     RETRIEVAL_DURATION.observe(time.perf_counter() - started)
     if deps.reranker is not None:
         hits = await rerank_hits(deps.reranker, query, hits, size)

@@ -27,6 +27,7 @@ from .history import ConversationStore
 from .llm import build_model
 from .ratelimit import LocalRateLimiter, RateLimiter
 from .readiness import Readiness
+from .redis_cache import CachedEmbedder, RedisClient, SearchCache
 from .settings import Settings
 from .tabular import ReadOnlySQL
 from .websearch import WebSearch
@@ -61,6 +62,9 @@ class Services:
     runner: ChatRunner
     reranker: Reranker | None = None
     """The second-stage reranking service (RERANK_*); None while RERANK_PROVIDER is none."""
+    redis: RedisClient | None = None
+    """The Redis client (REDIS_URL) behind the caches; None without it."""
+    search_cache: SearchCache | None = None
     draining: asyncio.Event = field(default_factory=asyncio.Event)
 
     def deps(self) -> Deps:
@@ -75,6 +79,7 @@ class Services:
             reranker=self.reranker,
             rerank_candidates=self.settings.rerank.candidates,
             read_max_chars=self.settings.read_document_max_chars,
+            search_cache=self.search_cache,
         )
 
     async def check_embedding_model(self) -> None:
@@ -98,6 +103,8 @@ class Services:
         if self.reranker is not None:
             await self.reranker.aclose()
         await self.embedder.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.http.aclose()
         await self.pool.close()
 
@@ -123,27 +130,39 @@ async def open_services(
     )
     http = httpx.AsyncClient(transport=transport, timeout=15.0, follow_redirects=False)
     reranker = None
+    # Like the reranker, Redis is not called at start-up: a Redis that is down must not stop
+    # the agent (everything runs without it until it answers).
+    redis = RedisClient.from_settings(settings) if settings.redis_configured else None
     try:
         embedder = embedder or embedder_from_settings(settings)
+        if redis is not None:
+            embedder = CachedEmbedder(
+                embedder, redis, ttl_seconds=settings.redis_embedding_ttl_seconds
+            )
         model = model or build_model(settings)
         # Built, never called here: a reranking service that is down must not stop start-up
         # (searches fall back to the fused order until it answers).
         reranker = create_reranker(settings.rerank)
-        services = _assemble(settings, pool, http, embedder, model, draining, reranker)
+        services = _assemble(settings, pool, http, embedder, model, draining, reranker, redis)
         await services.check_embedding_model()
     except BaseException:
         if reranker is not None:
             await reranker.aclose()
+        if redis is not None:
+            await redis.aclose()
         await http.aclose()
         await pool.close()
         raise
+    if redis is not None:
+        redis.start()
     logger.info(
-        "agent ready: model=%s embedder=%s reranker=%s auth=%s web_search=%s",
+        "agent ready: model=%s embedder=%s reranker=%s auth=%s web_search=%s redis=%s",
         model.model_name,
         embedder.model_name,
         reranker.name if reranker else "off",
         settings.auth_mode,
         services.web.backend if services.web else "off",
+        "on" if redis else "off",
     )
     return services
 
@@ -156,14 +175,16 @@ def _assemble(
     model: Model,
     draining: asyncio.Event,
     reranker: Reranker | None = None,
+    redis: RedisClient | None = None,
 ) -> Services:
-    """Every client over the one pool and HTTP client; nothing here does I/O."""
+    """Every client over the one pool, HTTP client and Redis client; nothing here does I/O."""
+    store = KnowledgeStore(pool)
     return Services(
         settings=settings,
         pool=pool,
         http=http,
         embedder=embedder,
-        store=KnowledgeStore(pool),
+        store=store,
         conversations=ConversationStore(pool),
         limiter=RateLimiter(pool, settings.rate_limit_per_minute),
         auth_failures=RateLimiter(pool, settings.auth_failures_per_minute),
@@ -184,6 +205,10 @@ def _assemble(
             grace_seconds=settings.shutdown_grace_seconds,
         ),
         reranker=reranker,
+        redis=redis,
+        search_cache=None
+        if redis is None
+        else SearchCache(redis, store, embedder, ttl_seconds=settings.redis_search_ttl_seconds),
         draining=draining,
     )
 
