@@ -98,7 +98,7 @@ def test_prometheus_rule_passes_promtool(rules: dict[str, Any], tmp_path: Path) 
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump(rules))
     proc = run([tool("promtool"), "check", "rules", str(path)])
-    assert "SUCCESS: 8 rules found" in proc.stdout + proc.stderr
+    assert "SUCCESS: 9 rules found" in proc.stdout + proc.stderr
 
 
 def test_prometheus_rule_covers_the_promised_alerts(rules: dict[str, Any]) -> None:
@@ -110,6 +110,8 @@ def test_prometheus_rule_covers_the_promised_alerts(rules: dict[str, Any]) -> No
         "RagkeeperIngestionJobFailures",
         "RagkeeperAgentHighErrorRatio",
         "RagkeeperAgentHighLatency",
+        "RagkeeperAgentDatabasePoolSaturated",
+        "RagkeeperAgentRedisDown",
     }
     for group in rules["groups"]:
         for rule in group["rules"]:
@@ -184,7 +186,8 @@ def test_alerts_fire_on_matching_series(rules: dict[str, Any], tmp_path: Path) -
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(yaml.safe_dump(rules))
     ns = 'namespace="team-a", datasource="handbook"'
-    agent = 'job="ragkeeper-agent", namespace="ragkeeper", pod="agent-0"'
+    agent_job = 'job="ragkeeper-agent", namespace="ragkeeper"'
+    agent = f'{agent_job}, pod="agent-0"'
     cases = [
         _alert_test(
             rules_file,
@@ -306,6 +309,48 @@ def test_alerts_fire_on_matching_series(rules: dict[str, Any], tmp_path: Path) -
                     ],
                 ),
                 ("9x60", []),
+            ]
+        ),
+        # Redis: every replica reports it unreachable for 10 minutes (fires); one replica still
+        # reaches it (Redis is up); down for 7 minutes only; no Redis configured (no series).
+        *(
+            _alert_test(
+                rules_file,
+                [
+                    {"series": f'{metric}{{{agent_job}, pod="{pod}"}}', "values": values}
+                    for metric, pod, values in series
+                ],
+                "RagkeeperAgentRedisDown",
+                fired,
+            )
+            for series, fired in [
+                (
+                    [
+                        ("ragkeeper_agent_redis_up", "agent-0", "1x10 0x50"),
+                        ("ragkeeper_agent_redis_up", "agent-1", "1x10 0x50"),
+                    ],
+                    [
+                        {
+                            "exp_labels": {"severity": "warning", "namespace": "ragkeeper"},
+                            "exp_annotations": {
+                                "summary": "No agent replica in ragkeeper reaches Redis.",
+                                "description": "The agent answers without its caches and with "
+                                "the Postgres rate limit (`ragkeeper_agent_redis_fallbacks_total` "
+                                "by component and reason); check the Redis pod, or your Redis and "
+                                "the agent's egress to it.",
+                            },
+                        }
+                    ],
+                ),
+                (
+                    [
+                        ("ragkeeper_agent_redis_up", "agent-0", "0x60"),
+                        ("ragkeeper_agent_redis_up", "agent-1", "1x60"),
+                    ],
+                    [],
+                ),
+                ([("ragkeeper_agent_redis_up", "agent-0", "1x32 0x27")], []),
+                ([("ragkeeper_agent_http_requests_total", "agent-0", "0+10x60")], []),
             ]
         ),
     ]
