@@ -272,6 +272,31 @@ async def test_a_bad_query_parameter_is_refused_on_every_route(server: RunningSe
             assert r.json()["detail"][0]["loc"] == ["query", "note"]
 
 
+@pytest.mark.parametrize(
+    ("body", "encoding"),
+    [
+        (b'{"query": "\xff"}', "utf-8"),
+        ('{"query": "leave"}'.encode("utf-16-le")[:-1], "utf-16-le"),  # cut mid-character
+    ],
+)
+async def test_a_body_that_is_not_text_is_refused(
+    server: RunningServer, body: bytes, encoding: str
+) -> None:
+    """A JSON body the parser cannot decode is malformed JSON: 422, like any other (not
+    FastAPI's bare 400); one it can decode that spells a lone surrogate is the text rule's."""
+    async with server.client() as c:
+        r = await _send(c, "POST", "/api/search", body)
+        assert r.status_code == 422, r.text
+        (error,) = r.json()["detail"]
+        assert error["loc"] == ["body"]
+        assert error["type"] == "json_invalid"
+        assert encoding in error["msg"]
+        encoded_surrogate = b'{"query": "a\xed\xa0\x80b"}'
+        r = await _send(c, "POST", "/api/search", encoded_surrogate)
+        assert r.status_code == 422 and "surrogate" in r.text, r.text
+        await _still_serves(c)
+
+
 async def test_good_text_passes(server: RunningServer) -> None:
     """Tabs, newlines, carriage returns and characters outside the BMP (a surrogate pair in
     JSON) are text; so is JSON exactly as deep as the limit."""

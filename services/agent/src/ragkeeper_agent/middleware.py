@@ -188,12 +188,29 @@ def _query_errors(scope: Scope) -> Iterator[dict[str, Any]]:
                 yield _error("text_refused", ("query", shown), f"{what} {problem}")
 
 
+def _undecodable(body: bytes) -> dict[str, Any] | None:
+    """The error for a body the JSON parser cannot decode (it reads UTF-8, -16 or -32, and
+    lets encoded surrogates through for the text rule to name), which FastAPI would answer
+    with a bare 400 instead of its 422 for malformed JSON."""
+    encoding = json.detect_encoding(body)  # from the first four bytes
+    if encoding == "utf-8" and body.isascii():
+        return None
+    try:
+        body.decode(encoding, "surrogatepass")
+    except UnicodeDecodeError as exc:
+        return _error("json_invalid", ("body",), f"is not valid {encoding} (byte {exc.start})")
+    return None
+
+
 def _body_errors(body: bytes) -> list[dict[str, Any]]:
     too_deep = _error(
         "json_too_deep",
         ("body",),
         f"nests arrays and objects more than {MAX_JSON_DEPTH} levels deep",
     )
+    undecodable = _undecodable(body)
+    if undecodable is not None:
+        return [undecodable]
     if not json_may_be_refused(body):
         return []  # certain from the bytes: the body is parsed once, by FastAPI
     try:
