@@ -99,7 +99,7 @@ async def data_api(urls: dict[str, str], pg_admin_url: str) -> str:
                     CREATE ROLE authenticated NOLOGIN NOINHERIT;
                 END IF;
                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'authenticator') THEN
-                    CREATE ROLE authenticator LOGIN NOINHERIT PASSWORD 'pw-authenticator';
+                    CREATE ROLE authenticator LOGIN NOINHERIT PASSWORD 'pw-authenticator';  -- pragma: allowlist secret
                 END IF;
             END
             $$;
