@@ -297,6 +297,13 @@ async def test_a_body_that_is_not_text_is_refused(
         await _still_serves(c)
 
 
+async def test_an_offset_the_database_cannot_take_is_refused(server: RunningServer) -> None:
+    async with server.client() as c:
+        for offset, status in ((2**63 - 1, 200), (2**63, 422)):
+            r = await c.get(f"/api/conversations?offset={offset}", headers=auth("bad-input"))
+            assert r.status_code == status, r.text
+
+
 async def test_good_text_passes(server: RunningServer) -> None:
     """Tabs, newlines, carriage returns and characters outside the BMP (a surrogate pair in
     JSON) are text; so is JSON exactly as deep as the limit."""

@@ -64,6 +64,37 @@ async def _turn(c: Any, body: dict[str, Any]) -> tuple[int, list[dict[str, Any]]
     return 200, [json.loads(line) for line in r.text.splitlines()]
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "loc"),
+    [
+        ("/api/pydantic-agent", {"query": "q" * (QUERY_LIMIT + 1)}, ["body", "query"]),
+        ("/api/search", {"query": "q" * (QUERY_LIMIT + 1)}, ["body", "query"]),
+        (
+            "/v1/chat/completions",
+            {
+                "messages": [
+                    {"role": "system", "content": "s"},
+                    {"role": "user", "content": "q" * 201},
+                ]
+            },
+            ["body", "messages", 1, "content"],
+        ),
+    ],
+)
+async def test_a_question_over_max_query_chars_is_a_field_error(
+    limited: RunningServer, path: str, body: dict[str, Any], loc: list[Any]
+) -> None:
+    """422 naming the field, in the shape of every other 422 (the document's ErrorBody)."""
+    async with limited.client() as c:
+        r = await c.post(path, json=body, headers=auth("pia"))
+    assert r.status_code == 422, r.text
+    (error,) = r.json()["detail"]
+    assert error["loc"] == loc
+    assert error["type"] == "string_too_long"
+    assert error["ctx"] == {"max_length": QUERY_LIMIT}
+    assert "MAX_QUERY_CHARS" in error["msg"]
+
+
 async def test_native_route_counts_the_stored_conversation(limited: RunningServer) -> None:
     question = {"query": "How many days of paid annual leave?", "user_id": "quinn"}
     async with limited.client() as c:

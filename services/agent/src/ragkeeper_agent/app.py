@@ -36,6 +36,7 @@ from .errors import HANDLED_TYPES, AgentServiceError, as_outage
 from .llm import build_model
 from .metrics import REGISTRY, instrument_pool
 from .middleware import BodySizeLimitMiddleware, ObservabilityMiddleware
+from .openapi import install as install_openapi
 from .routes import chat, conversations, openai_compat, ops, search
 from .services import open_services
 from .settings import Settings
@@ -93,6 +94,7 @@ def create_app(
     for outage in HANDLED_TYPES:
         app.add_exception_handler(outage, _outage_error)
     _add_routes(app, settings)
+    install_openapi(app, settings)
     _add_middleware(app, settings, tracing)
     install_web(app, settings)
     if settings.trusted_proxies:

@@ -9,7 +9,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request, Security
+from fastapi.openapi.models import HTTPBearer
+from fastapi.security.base import SecurityBase
 
 from .audit import current_client_ip, set_user
 from .auth import Principal
@@ -31,10 +33,26 @@ def _route(request: Request) -> str:
     return str(getattr(request.scope.get("route"), "path", request.url.path))
 
 
+class BearerToken(SecurityBase):
+    """The ``Authorization`` header as it came (``auth.py`` parses and checks it), documented
+    as the API's security scheme: a bearer JWT."""
+
+    def __init__(self) -> None:
+        self.model = HTTPBearer(
+            bearerFormat="JWT",
+            description="`Authorization: Bearer <JWT>`: HS256 (AUTH_JWT_SECRET) or a key of "
+            "AUTH_JWKS_URL; `sub` is the user. Not checked with AUTH_MODE=disabled.",
+        )
+        self.scheme_name = "bearer"
+
+    async def __call__(self, request: Request) -> str | None:
+        return request.headers.get("authorization")
+
+
 async def get_principal(
     request: Request,
     services: ServicesDep,
-    authorization: Annotated[str | None, Header()] = None,
+    authorization: Annotated[str | None, Security(BearerToken())],
 ) -> Principal:
     """The caller, or 401; an IP with AUTH_FAILURES_PER_MINUTE failures in the last minute
     gets 429 before its token is looked at, whether that token is valid or not."""

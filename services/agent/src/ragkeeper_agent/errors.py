@@ -15,6 +15,8 @@
         └── SQLRejected               the database refused the query (privilege, read-only, syntax)
 
 Handlers catch the base class and use ``status_code``; nothing matches message text.
+:func:`too_long` is the 422 of a length limit that is a setting, in the same shape as the
+schemas' own refusals (FastAPI's ``RequestValidationError``).
 
 :func:`as_outage` decides, by exception type alone, which failures of a dependency are an outage
 (503 with ``Retry-After``, "try again shortly") rather than a bug or the caller's own input: the
@@ -30,6 +32,7 @@ import math
 
 import asyncpg
 import httpx
+from fastapi.exceptions import RequestValidationError
 from pydantic_ai.exceptions import (
     ModelAPIError,
     ModelConnectionError,
@@ -95,6 +98,21 @@ class RateLimited(AgentServiceError):
         super().__init__(f"rate limit exceeded; retry in {retry_after} s")
         self.retry_after = retry_after
         self.headers = {"Retry-After": str(retry_after)}
+
+
+def too_long(loc: tuple[str | int, ...], limit: int, setting: str) -> RequestValidationError:
+    """422 for text over a limit that is a setting, naming the field as the schema's own
+    limits do (and, like the text rule, without echoing the text)."""
+    return RequestValidationError(
+        [
+            {
+                "type": "string_too_long",
+                "loc": loc,
+                "msg": f"String should have at most {limit} characters ({setting})",
+                "ctx": {"max_length": limit},
+            }
+        ]
+    )
 
 
 class SQLToolError(AgentServiceError):

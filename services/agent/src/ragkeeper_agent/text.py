@@ -16,21 +16,33 @@ JSON body (each key and string at any depth, known field or not) and every query
 parameter before a route sees them; the request schemas' :data:`Text` and :data:`JsonObject`
 types check their own fields, so a model built in code obeys it too. A refusal is a 422 in
 FastAPI's validation error shape, with the field's location.
+
+The OpenAPI document states the rule where JSON Schema can: :data:`TEXT_PATTERN` on every
+string, ``propertyNames`` on every object (free-form values are :data:`JsonValue`). A JSON
+Schema string is Unicode text, which has no lone surrogates, and the depth limit is only named
+in the descriptions.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+from typing_extensions import TypeAliasType
 
 MAX_JSON_DEPTH = 32
 MAX_KEY_CHARS = 255
 MAX_JSON_STRING_CHARS = 2000
 
 _REFUSED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+TEXT_PATTERN = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F]*$"
+"""The rule as a JSON Schema (ECMA-262) pattern, for the OpenAPI document: no C0 control
+character but tab, line feed and carriage return."""
 
 Loc = tuple[str | int, ...]
 
@@ -148,7 +160,80 @@ def _where(loc: Loc) -> str:
     return "".join(f"[{part!r}]" for part in loc) + ": " if loc else ""
 
 
+@dataclass(frozen=True, slots=True)
+class TextSchema:
+    """JSON Schema only: a string follows :data:`TEXT_PATTERN`, or ``pattern`` (a field's own,
+    which admits less: pydantic leaves it out of the schema of a string with a validator), with
+    an optional length limit."""
+
+    max_length: int | None = None
+    pattern: str = TEXT_PATTERN
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        schema["pattern"] = self.pattern
+        if self.max_length is not None:
+            schema["maxLength"] = self.max_length
+        return schema
+
+
+@dataclass(frozen=True, slots=True)
+class KeysSchema:
+    """JSON Schema only: an object's keys follow :data:`TEXT_PATTERN`, with an optional length
+    limit (``propertyNames``; pydantic would write a key pattern as ``patternProperties``, which
+    does not refuse the other keys)."""
+
+    max_length: int | None = None
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        names: dict[str, Any] = {"pattern": TEXT_PATTERN}
+        if self.max_length is not None:
+            names["maxLength"] = self.max_length
+        schema["propertyNames"] = names
+        return schema
+
+
 # Every string field of a request schema is ``Text`` (with its own length limits added
 # through ``Field``); free-form JSON objects are ``JsonObject``.
-Text = Annotated[str, AfterValidator(check_text)]
-JsonObject = Annotated[dict[str, Any], AfterValidator(check_json_object)]
+Text = Annotated[str, AfterValidator(check_text), TextSchema()]
+
+# Any JSON value whose keys and strings follow the rule: the fields a body may carry beyond
+# its schema's (the middleware checks them). Validation accepts any JSON value; the
+# annotations only document the rule. mypy reads a recursive alias in the first form only,
+# pydantic names it in the document ($ref) in the second only.
+if TYPE_CHECKING:
+    JsonValue: TypeAlias = (
+        str | bool | int | float | None | list["JsonValue"] | dict[str, "JsonValue"]
+    )
+    FilterValue: TypeAlias = JsonValue
+else:
+    JsonValue = TypeAliasType(
+        "JsonValue",
+        Annotated[str, TextSchema()]
+        | bool
+        | int
+        | float
+        | None
+        | list["JsonValue"]
+        | Annotated[dict[str, "JsonValue"], KeysSchema()],
+    )
+    # The same, with ``metadata_filter``'s limits (MAX_KEY_CHARS, MAX_JSON_STRING_CHARS).
+    FilterValue = TypeAliasType(
+        "FilterValue",
+        Annotated[str, TextSchema(MAX_JSON_STRING_CHARS)]
+        | bool
+        | int
+        | float
+        | None
+        | list["FilterValue"]
+        | Annotated[dict[str, "FilterValue"], KeysSchema(MAX_KEY_CHARS)],
+    )
+
+JsonObject = Annotated[
+    dict[str, FilterValue], KeysSchema(MAX_KEY_CHARS), AfterValidator(check_json_object)
+]

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from typing import Annotated, Any
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 from pydantic_ai.messages import BinaryContent, ModelMessage, UserContent
 
@@ -31,21 +31,21 @@ from ..chat import (
     start_turn,
 )
 from ..deps import Acting, PrincipalDep, RateLimit, ServicesDep, acting_user
-from ..errors import NotFound
+from ..errors import NotFound, too_long
 from ..history import make_title, new_session_id
 from ..metrics import CONVERSATIONS_CREATED
-from ..schemas import AgentRequest, FileAttachment
+from ..openapi import AGENT_STREAM, AUTHENTICATED, NDJSON, ok, responses
+from ..schemas import AgentDone, AgentRequest, FileAttachment, SourceOut
 from ..services import Services
 from ..tracing import identify
 
 logger = logging.getLogger(__name__)
-router = APIRouter()
+router = APIRouter(responses=responses(*AUTHENTICATED))
 
-NDJSON = "application/x-ndjson"
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/csv")
 
 
-def _line(payload: dict[str, Any]) -> bytes:
+def _line(payload: Mapping[str, object]) -> bytes:
     return (json.dumps(payload, ensure_ascii=False) + "\n").encode()
 
 
@@ -64,7 +64,7 @@ def build_prompt(query: str, files: Sequence[FileAttachment] | None) -> str | li
     return [text, *binaries] if binaries else text
 
 
-def sources_out(result: TurnResult) -> list[dict[str, Any]]:
+def sources_out(result: TurnResult) -> list[SourceOut]:
     return [
         {
             "n": p.n,
@@ -83,11 +83,20 @@ async def chat_request(
     """The turn's user (403 for someone else's ``user_id``) and a query within the limit."""
     user_id = acting_user(principal, body.user_id)
     if len(body.query) > services.settings.max_query_chars:
-        raise HTTPException(422, f"query exceeds {services.settings.max_query_chars} characters")
+        raise too_long(("body", "query"), services.settings.max_query_chars, "MAX_QUERY_CHARS")
     return Acting(user_id, body)
 
 
-@router.post("/api/pydantic-agent")
+@router.post(
+    "/api/pydantic-agent",
+    response_class=StreamingResponse,  # no media type: the errors' bodies stay JSON
+    responses=responses(
+        403,
+        404,
+        502,
+        success=ok("The answer as it is written, one JSON object a line.", content=AGENT_STREAM),
+    ),
+)
 async def pydantic_agent(
     admitted: Annotated[Acting[AgentRequest], Depends(RateLimit(chat_request))],
     services: ServicesDep,
@@ -140,7 +149,7 @@ async def _ndjson(
         )
         if title is not None:
             CONVERSATIONS_CREATED.inc()
-        final: dict[str, Any] = {
+        final: AgentDone = {
             "text": result.output,
             "session_id": session_id,
             "complete": True,

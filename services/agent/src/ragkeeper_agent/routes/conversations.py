@@ -7,19 +7,38 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from ..deps import PrincipalDep, ServicesDep, acting_user
-from ..schemas import MAX_ID_CHARS, SESSION_ID_PATTERN, ConversationOut, MessageOut
+from ..openapi import AUTHENTICATED, ok, responses
+from ..schemas import MAX_ID_CHARS, ConversationOut, MessageOut, SessionId
 from ..text import Text
 
-router = APIRouter()
+router = APIRouter(responses=responses(*AUTHENTICATED))
+
+MAX_OFFSET = 2**63 - 1
+"""The database's bigint: a larger offset cannot even be sent to it."""
+
+# What a listed conversation leads to (OpenAPI links; the first one listed stands for any).
+LISTED = "$response.body#/0/session_id"
+LINKS = {
+    "ReadConversation": {
+        "operationId": "conversation_messages_api_conversations__session_id__messages_get",
+        "parameters": {"session_id": LISTED},
+        "description": "its messages",
+    },
+    "ContinueConversation": {
+        "operationId": "pydantic_agent_api_pydantic_agent_post",
+        "requestBody": {"session_id": LISTED},
+        "description": "a next question in it",
+    },
+}
 
 
-@router.get("/api/conversations")
+@router.get("/api/conversations", responses=responses(403, success=ok(links=LINKS)))
 async def list_conversations(
     principal: PrincipalDep,
     services: ServicesDep,
     user_id: Annotated[Text | None, Query(max_length=MAX_ID_CHARS)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[ConversationOut]:
     owner = acting_user(principal, user_id)
     rows = await services.conversations.list_for_user(owner, limit=limit, offset=offset)
@@ -34,11 +53,11 @@ async def list_conversations(
     ]
 
 
-@router.get("/api/conversations/{session_id}/messages")
+@router.get("/api/conversations/{session_id}/messages", responses=responses(403, 404))
 async def conversation_messages(
     principal: PrincipalDep,
     services: ServicesDep,
-    session_id: Annotated[Text, Path(pattern=SESSION_ID_PATTERN)],
+    session_id: Annotated[SessionId, Path()],
     user_id: Annotated[Text | None, Query(max_length=MAX_ID_CHARS)] = None,
     include_tools: bool = False,
 ) -> list[MessageOut]:

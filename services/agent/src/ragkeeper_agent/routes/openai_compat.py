@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Annotated, Any
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic_ai.messages import (
     ModelMessage,
@@ -38,10 +38,22 @@ from ..chat import (
     start_turn,
 )
 from ..deps import Acting, PrincipalDep, RateLimit, ServicesDep
-from ..schemas import ChatCompletionRequest, ChatMessage
+from ..errors import too_long
+from ..openapi import AUTHENTICATED, EVENT_STREAM, SSE, ok, responses
+from ..schemas import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatMessage,
+    ChunkChoice,
+    Delta,
+    ModelList,
+    StreamError,
+    Usage,
+)
 from ..tracing import identify
 
-router = APIRouter()
+router = APIRouter(responses=responses(*AUTHENTICATED))
 
 PUBLIC_MODEL_ID = "ragkeeper"
 
@@ -61,7 +73,7 @@ def to_history(messages: list[ChatMessage]) -> tuple[list[ModelMessage], str]:
     return history, messages[-1].text()
 
 
-def usage_out(usage: RunUsage) -> dict[str, int]:
+def usage_out(usage: RunUsage) -> Usage:
     return {
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,
@@ -70,7 +82,7 @@ def usage_out(usage: RunUsage) -> dict[str, int]:
 
 
 @router.get("/v1/models")
-async def list_models(principal: PrincipalDep) -> dict[str, Any]:
+async def list_models(principal: PrincipalDep) -> ModelList:
     return {
         "object": "list",
         "data": [{"id": PUBLIC_MODEL_ID, "object": "model", "created": 0, "owned_by": "ragkeeper"}],
@@ -84,16 +96,25 @@ async def completion_request(
     the last message (422) and all messages together (413)."""
     user_id = principal.user_id if principal.authenticated else body.user or principal.user_id
     if len(body.messages[-1].text()) > services.settings.max_query_chars:
-        raise HTTPException(
-            422,
-            f"the last message's content exceeds {services.settings.max_query_chars} characters",
-        )
+        last = ("body", "messages", len(body.messages) - 1, "content")
+        raise too_long(last, services.settings.max_query_chars, "MAX_QUERY_CHARS")
     history, prompt = to_history(body.messages)
     check_prompt_size(prompt, history, limit=services.settings.max_prompt_chars)
     return Acting(user_id, body)
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post(
+    "/v1/chat/completions",
+    response_model=None,
+    responses=responses(
+        502,
+        success=ok(
+            "JSON, or with `stream` true server-sent events: chunks, then `data: [DONE]`.",
+            model=ChatCompletion,
+            content=EVENT_STREAM,
+        ),
+    ),
+)
 async def chat_completions(
     admitted: Annotated[Acting[ChatCompletionRequest], Depends(RateLimit(completion_request))],
     services: ServicesDep,
@@ -111,7 +132,7 @@ async def chat_completions(
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
         _sse(first, rest, completion_id, created, model, include_usage),
-        media_type="text/event-stream",
+        media_type=SSE,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
@@ -143,26 +164,25 @@ async def _complete(
         raise describe_failure(exc) from exc
     # The run ends with a result (B101 does not apply).
     assert result is not None  # nosec B101
-    return JSONResponse(
-        {
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": result.output},
-                    "finish_reason": "stop",
-                    "logprobs": None,
-                }
-            ],
-            "usage": usage_out(result.usage),
-        }
-    )
+    answer: ChatCompletion = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.output},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": usage_out(result.usage),
+    }
+    return JSONResponse(answer)
 
 
-def _event(payload: dict[str, Any] | str) -> bytes:
+def _event(payload: Mapping[str, object] | str) -> bytes:
     data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
     return f"data: {data}\n\n".encode()
 
@@ -175,25 +195,37 @@ async def _sse(
     model: str,
     include_usage: bool,
 ) -> AsyncIterator[bytes]:
-    base = {"id": completion_id, "object": "chat.completion.chunk", "created": created}
-    base["model"] = model
+    def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> bytes:
+        event: ChatCompletionChunk = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": choices,
+        }
+        if usage is not None:
+            event["usage"] = usage
+        return _event(event)
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-        return _event({**base, "choices": [choice]})
+    def delta(content: Delta, finish: Literal["stop"] | None = None) -> bytes:
+        return chunk([{"index": 0, "delta": content, "finish_reason": finish, "logprobs": None}])
 
-    yield chunk({"role": "assistant", "content": ""})
+    def failed(message: str, kind: str) -> bytes:
+        error: StreamError = {"error": {"message": message, "type": kind}}
+        return _event(error)
+
+    yield delta({"role": "assistant", "content": ""})
     try:
         async for item in _drain(first, rest):
             if isinstance(item, TextDelta):
-                yield chunk({"content": item.text})
+                yield delta({"content": item.text})
             else:
-                yield chunk({}, finish="stop")
+                yield delta({}, finish="stop")
                 if include_usage:
-                    yield _event({**base, "choices": [], "usage": usage_out(item.usage)})
+                    yield chunk([], usage_out(item.usage))
     except TurnInterrupted:
-        yield _event({"error": {"message": "the server is shutting down", "type": "unavailable"}})
+        yield failed("the server is shutting down", "unavailable")
     except Exception as exc:
         error = describe_failure(exc)
-        yield _event({"error": {"message": str(error), "type": type(error).__name__}})
+        yield failed(str(error), type(error).__name__)
     yield _event("[DONE]")

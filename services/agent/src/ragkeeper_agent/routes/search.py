@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
 
 from ..agent import retrieve
 from ..deps import Acting, PrincipalDep, RateLimit, ServicesDep
+from ..errors import too_long
+from ..openapi import AUTHENTICATED, responses
 from ..schemas import PassageOut, SearchRequest
 
-router = APIRouter()
+router = APIRouter(responses=responses(*AUTHENTICATED))
 
 
 async def search_request(
@@ -19,7 +21,7 @@ async def search_request(
     """Searches count against the caller's own window (the body names no user); the query
     is within ``MAX_QUERY_CHARS`` as well as the schema's limit."""
     if len(body.query) > services.settings.max_query_chars:
-        raise HTTPException(422, f"query exceeds {services.settings.max_query_chars} characters")
+        raise too_long(("body", "query"), services.settings.max_query_chars, "MAX_QUERY_CHARS")
     return Acting(principal.user_id, body)
 
 
