@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import numpy as np
 import pytest
@@ -32,7 +33,7 @@ from ragkeeper_knowledge.embedding import HashingEmbedder
 from tests.rag.test_cli import job_env, run_job
 from tests.redis_server import RedisServer, redis_server
 
-from .conftest import PIPELINE, RunningServer, auth
+from .conftest import PIPELINE, RunningServer, auth, make_token
 
 PREFIX = "ragkeeper:"
 PASSWORD = "redis-test-pw-Zq81"  # pragma: allowlist secret
@@ -234,6 +235,60 @@ async def test_a_finished_sync_makes_cached_searches_miss(
             assert all("199 EUR" not in hit["content"] for hit in hits)
 
 
+# -- the rate limit -----------------------------------------------------------------------
+
+
+async def test_two_agents_on_one_redis_admit_exactly_the_limit(
+    server_factory: Callable[..., Any],
+    redis: RedisServer,
+    raw: Redis,
+    admin_conn: asyncpg.Connection,
+) -> None:
+    limit, sent = 7, 20
+    options = {
+        "redis_url": redis.url,
+        "rate_limit_per_minute": limit,
+        "auth_failures_per_minute": 3,
+        "redis_socket_timeout_seconds": 2.0,  # a loaded test machine must not fall back here
+    }
+    before = fallbacks("rate_limiter")
+    async with (
+        server_factory(**options) as one,
+        server_factory(**options) as two,
+        one.client() as c1,
+        two.client() as c2,
+    ):
+        clients = [c1, c2]
+        responses = await asyncio.gather(
+            *(
+                clients[i % 2].post("/api/search", json={"query": "leave"}, headers=auth("burst"))
+                for i in range(sent)
+            )
+        )
+        codes = Counter(r.status_code for r in responses)
+        assert codes == {200: limit, 429: sent - limit}
+        assert all(
+            1 <= int(r.headers["retry-after"]) <= 60 for r in responses if r.status_code == 429
+        )
+        # Which replica's requests got the slots depends on scheduling; that together they got
+        # exactly the limit is the point.
+        assert await raw.zcard(f"{PREFIX}rl:burst") == limit
+        # Failed authentications per client IP: counted in the same Redis, across replicas.
+        bad = {"Authorization": f"Bearer {make_token('x', secret='y' * 40)}"}
+        failures = [
+            (await clients[i % 2].post("/api/search", json={"query": "q"}, headers=bad)).status_code
+            for i in range(3)
+        ]
+        assert failures == [401, 401, 401]
+        r = await c2.post("/api/search", json={"query": "q"}, headers=auth("valid-user"))
+        assert r.status_code == 429, "the IP's failure window is full on the other replica too"
+    assert fallbacks("rate_limiter") == before, "Redis decided every request"
+    rows = await admin_conn.fetchval(
+        "SELECT count(*) FROM requests WHERE user_id = 'burst' OR user_id LIKE 'authfail:%'"
+    )
+    assert rows == 0, "nothing was counted in Postgres"
+
+
 # -- failures ----------------------------------------------------------------------------
 
 
@@ -348,13 +403,17 @@ async def test_garbage_in_redis_is_a_miss_counted_invalid(
         # A key of another type (an error reply) is not an outage either.
         await raw.delete(search_key)
         await raw.rpush(search_key, "x")
-        invalid = fallbacks("search_cache", "invalid")
+        await raw.set(f"{PREFIX}rl:reader", "not a sorted set")
+        invalid = (fallbacks("search_cache", "invalid"), fallbacks("rate_limiter", "invalid"))
         assert await search(c, query="Berlin office hours", k=2) == expected
-        assert fallbacks("search_cache", "invalid") - invalid == 1
+        assert fallbacks("search_cache", "invalid") - invalid[0] == 1
+        assert fallbacks("rate_limiter", "invalid") - invalid[1] == 1, "Postgres decided"
         assert redis_up() == 1
 
 
-async def test_password_from_redis_password(server_factory: Callable[..., Any]) -> None:
+async def test_password_from_redis_password(
+    server_factory: Callable[..., Any], admin_conn: asyncpg.Connection
+) -> None:
     with redis_server("--requirepass", PASSWORD) as secured:
         async with (
             server_factory(redis_url=secured.url, redis_password=PASSWORD) as agent,
@@ -369,9 +428,13 @@ async def test_password_from_redis_password(server_factory: Callable[..., Any]) 
             server_factory(redis_url=secured.url, redis_password=WRONG_PASSWORD) as agent,
             agent.client() as c,
         ):
-            before = fallbacks(reason="unavailable")
-            await search(c, query="encryption", k=1)
-            assert fallbacks(reason="unavailable") > before
+            before = fallbacks("rate_limiter", "unavailable")
+            rows = await admin_conn.fetchval("SELECT count(*) FROM requests")
+            await search(c, user="pw-user", query="encryption", k=1)
+            assert fallbacks("rate_limiter", "unavailable") > before
+            assert await admin_conn.fetchval("SELECT count(*) FROM requests") == rows + 1, (
+                "Postgres admitted the request"
+            )
             assert redis_up() == 0
 
 
@@ -388,6 +451,7 @@ async def test_without_redis_url_no_redis_client_is_created(
         assert services.redis is None and services.search_cache is None
         assert services.deps().search_cache is None
         assert isinstance(services.embedder, HashingEmbedder), "not wrapped"
+        assert all(limiter._redis is None for limiter in (services.limiter, services.auth_failures))
         await search(c, query="leave", k=1)
         metrics = (await c.get("/metrics")).text
     assert "# TYPE ragkeeper_agent_redis_up gauge" in metrics

@@ -15,6 +15,15 @@ failed authentications per client IP under the key ``authfail:<ip>`` (``deps.py`
 :meth:`RateLimiter.check` reads that window without recording (one statement, no lock) before a
 token is verified, :meth:`RateLimiter.admit` records a failure.
 
+With ``REDIS_URL`` set, the same windows live in Redis instead (:data:`_SLIDING_WINDOW`: one
+Lua script, atomic on the server, over a sorted set per key): it prunes the entries older than
+the window, counts the rest, adds this request under a unique member when the count is under
+the limit, and returns the count and the oldest entry's time, all by Redis's own clock
+(``TIME``), so replicas whose clocks disagree still share one window and together admit exactly
+the limit. When Redis fails (or is skipped after a failure, ``redis_cache.RedisClient``) the
+request is decided by Postgres as above; the two windows do not see each other's entries, so
+across the switch a user may get up to one more window's worth of requests.
+
 :class:`LocalRateLimiter` limits the unauthenticated routes that do work (``/readyz``) per client
 IP, in the replica's memory: they must answer while Postgres is down, and a probe is per replica.
 """
@@ -23,14 +32,17 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 
 import asyncpg
 from limits import RateLimitItemPerMinute
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
+from redis.commands.core import AsyncScript
 
 from .errors import RateLimited
 from .metrics import RATE_LIMITED
+from .redis_cache import SKIPPED, RedisClient
 
 WINDOW_SECONDS = 60
 # First key of pg_advisory_xact_lock(int4, int4); "rl" in ASCII, distinct from the migration lock.
@@ -38,17 +50,56 @@ _LOCK_CLASS = 0x726C
 
 
 class RateLimiter:
-    def __init__(self, pool: asyncpg.Pool, per_minute: int) -> None:
+    """A sliding window per key in Postgres, or in Redis when ``redis`` is given (Postgres
+    still decides whenever Redis does not answer)."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, per_minute: int, redis: RedisClient | None = None
+    ) -> None:
         self._pool = pool
         self._limit = per_minute
+        self._redis = None if redis is None else (redis, redis.register_script(_SLIDING_WINDOW))
 
     @property
     def enabled(self) -> bool:
         return self._limit > 0
 
+    def _refuse_if_full(self, n: int, wait: float | None, route: str) -> None:
+        if n >= self._limit:
+            RATE_LIMITED.labels(route).inc()
+            raise RateLimited(max(1, math.ceil(float(wait or 1))))
+
+    async def _redis_window(
+        self, redis: RedisClient, script: AsyncScript, key: str, route: str, *, record: bool
+    ) -> bool:
+        """Decide in Redis (True; raises :class:`RateLimited` when full), or False when Redis
+        gave no usable answer and Postgres must decide."""
+        args = (WINDOW_SECONDS * 1_000_000, self._limit, int(record), uuid.uuid4().hex)
+        answer = await redis.run(
+            "rate_limiter",
+            "rate_limit",
+            lambda client: script(keys=[redis.key("rl", key)], args=args, client=client),
+        )
+        if answer is SKIPPED:
+            return False
+        if not (
+            isinstance(answer, list)
+            and len(answer) == 3
+            and all(isinstance(value, int) for value in answer)
+        ):
+            redis.invalid("rate_limiter", "the rate-limit script's answer is malformed")
+            return False
+        n, oldest, now = answer
+        self._refuse_if_full(n, (oldest - now) / 1_000_000 + WINDOW_SECONDS, route)
+        return True
+
     async def admit(self, user_id: str, route: str, request_id: str | None = None) -> None:
         """Record the request, or raise :class:`RateLimited` if the window is full."""
         if not self.enabled:
+            return
+        if self._redis is not None and await self._redis_window(
+            *self._redis, user_id, route, record=True
+        ):
             return
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
@@ -59,19 +110,19 @@ class RateLimiter:
             )
         # An aggregate without GROUP BY always yields one row (B101 does not apply).
         assert row is not None  # nosec B101
-        if row["n"] >= self._limit:
-            RATE_LIMITED.labels(route).inc()
-            raise RateLimited(max(1, math.ceil(float(row["wait"] or 1))))
+        self._refuse_if_full(row["n"], row["wait"], route)
 
     async def check(self, key: str, route: str) -> None:
         """Raise :class:`RateLimited` if ``key``'s window is full, without recording anything."""
         if not self.enabled:
             return
+        if self._redis is not None and await self._redis_window(
+            *self._redis, key, route, record=False
+        ):
+            return
         row = await self._pool.fetchrow(_COUNT, key, WINDOW_SECONDS)
         assert row is not None  # nosec B101  (an aggregate always yields one row)
-        if row["n"] >= self._limit:
-            RATE_LIMITED.labels(route).inc()
-            raise RateLimited(max(1, math.ceil(float(row["wait"] or 1))))
+        self._refuse_if_full(row["n"], row["wait"], route)
 
 
 class LocalRateLimiter:
@@ -116,4 +167,28 @@ WITH pruned AS (
     SELECT $1, $4, $5, clock_timestamp() FROM recent WHERE n < $3
 )
 SELECT n, wait FROM recent
+"""
+
+# KEYS[1]: the key's sorted set (member: a request's unique id, score: its time in microseconds
+# by Redis's clock). ARGV: window (µs), limit, 1 to record / 0 to only count, the member.
+# Prunes what left the window, counts the rest and, when recording and under the limit, adds
+# this request; returns {count before adding, oldest entry's time, now}. Times are integers
+# below 2^53, exact as Lua numbers and as the sorted set's double scores; the prune bound is
+# inclusive ("now - window - 1"), so an entry exactly one window old still counts, as in SQL.
+_SLIDING_WINDOW = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local window = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window - 1)
+local count = redis.call('ZCARD', KEYS[1])
+local oldest = now
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if first[2] then
+    oldest = tonumber(first[2])
+end
+if ARGV[3] == '1' and count < tonumber(ARGV[2]) then
+    redis.call('ZADD', KEYS[1], now, ARGV[4])
+    redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000))
+end
+return {count, oldest, now}
 """

@@ -63,7 +63,7 @@ class Services:
     reranker: Reranker | None = None
     """The second-stage reranking service (RERANK_*); None while RERANK_PROVIDER is none."""
     redis: RedisClient | None = None
-    """The Redis client (REDIS_URL) behind the caches; None without it."""
+    """The Redis client (REDIS_URL) behind the caches and the rate limit; None without it."""
     search_cache: SearchCache | None = None
     draining: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -186,8 +186,8 @@ def _assemble(
         embedder=embedder,
         store=store,
         conversations=ConversationStore(pool),
-        limiter=RateLimiter(pool, settings.rate_limit_per_minute),
-        auth_failures=RateLimiter(pool, settings.auth_failures_per_minute),
+        limiter=RateLimiter(pool, settings.rate_limit_per_minute, redis),
+        auth_failures=RateLimiter(pool, settings.auth_failures_per_minute, redis),
         public_limiter=LocalRateLimiter(settings.public_requests_per_minute),
         readiness=Readiness(pool),
         sql=ReadOnlySQL(
