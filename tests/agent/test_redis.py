@@ -15,7 +15,8 @@ import logging
 import ssl
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,30 +41,16 @@ PASSWORD = "redis-test-pw-Zq81"  # pragma: allowlist secret
 WRONG_PASSWORD = "wrong-pw-1"  # pragma: allowlist secret
 
 
-class CountingEmbedder:
+class CountingEmbedder(HashingEmbedder):
     """The hashing embedder, counting the queries that reach it (below the Redis cache)."""
 
     def __init__(self, dimension: int = 64) -> None:
-        self.inner = HashingEmbedder(dimension)
+        super().__init__(dimension)
         self.queries: list[str] = []
-
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
-
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        return await self.inner.embed(texts)
 
     async def embed_query(self, text: str) -> list[float]:
         self.queries.append(text)
-        return await self.inner.embed_query(text)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+        return await super().embed_query(text)
 
 
 def sample(name: str, **labels: str) -> float:
@@ -100,6 +87,26 @@ def services_of(agent: RunningServer) -> Services:
     return services
 
 
+AgentOn = Callable[..., AbstractAsyncContextManager[tuple[RunningServer, httpx.AsyncClient]]]
+
+
+@pytest.fixture
+def agent_on(server_factory: Callable[..., Any]) -> AgentOn:
+    """``agent_on(redis_url, **settings)``: the app on that Redis, and a client of it."""
+
+    @asynccontextmanager
+    async def serve(
+        redis_url: str, **options: Any
+    ) -> AsyncIterator[tuple[RunningServer, httpx.AsyncClient]]:
+        async with (
+            server_factory(redis_url=redis_url, **options) as agent,
+            agent.client() as client,
+        ):
+            yield agent, client
+
+    return serve
+
+
 @pytest.fixture
 def redis() -> Iterator[RedisServer]:
     with redis_server() as server:
@@ -131,13 +138,10 @@ async def search(client: httpx.AsyncClient, user: str = "reader", **body: Any) -
 
 
 async def test_embedding_cache_miss_then_hit_stores_float32_bytes(
-    server_factory: Callable[..., Any], redis: RedisServer, raw: Redis
+    agent_on: AgentOn, redis: RedisServer, raw: Redis
 ) -> None:
     embedder = CountingEmbedder()
-    async with (
-        server_factory(embedder=embedder, redis_url=redis.url) as agent,
-        agent.client() as c,
-    ):
+    async with agent_on(redis.url, embedder=embedder) as (agent, c):
         assert isinstance(services_of(agent).embedder, CachedEmbedder)
         misses, hits = cache("embedding", "miss"), cache("embedding", "hit")
         first = await search(c, query="paid annual leave", k=2)
@@ -156,15 +160,10 @@ async def test_embedding_cache_miss_then_hit_stores_float32_bytes(
 
 
 async def test_search_cache_hits_for_the_same_search_on_both_paths(
-    server_factory: Callable[..., Any], redis: RedisServer, raw: Redis
+    agent_on: AgentOn, redis: RedisServer, raw: Redis
 ) -> None:
     embedder = CountingEmbedder()
-    async with (
-        server_factory(
-            embedder=embedder, redis_url=redis.url, redis_search_ttl_seconds=120
-        ) as agent,
-        agent.client() as c,
-    ):
+    async with agent_on(redis.url, embedder=embedder, redis_search_ttl_seconds=120) as (_, c):
         misses, hits = cache("search", "miss"), cache("search", "hit")
         first = await search(c, query="lost devices", k=3)
         again = await search(c, user="someone-else", query="lost devices", k=3)
@@ -192,7 +191,7 @@ async def test_search_cache_hits_for_the_same_search_on_both_paths(
 
 
 async def test_a_finished_sync_makes_cached_searches_miss(
-    server_factory: Callable[..., Any],
+    agent_on: AgentOn,
     database_url: str,
     redis: RedisServer,
     tmp_path: Path,
@@ -218,7 +217,7 @@ async def test_a_finished_sync_makes_cached_searches_miss(
         assert stats["status"] == "success", stats
 
     await sync("199")
-    async with server_factory(redis_url=redis.url) as agent, agent.client() as c:
+    async with agent_on(redis.url) as (_, c):
         for body in ({"pipeline_id": pipeline}, {}):
             query = {"query": "Kestrel thermostat price", "k": 2, **body}
             misses, hits = cache("search", "miss"), cache("search", "hit")
@@ -293,7 +292,7 @@ async def test_two_agents_on_one_redis_admit_exactly_the_limit(
 
 
 async def test_redis_killed_mid_load_no_5xx_then_used_again(
-    server_factory: Callable[..., Any], redis: RedisServer, caplog: pytest.LogCaptureFixture
+    agent_on: AgentOn, redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="ragkeeper_agent.redis_cache")
     statuses: Counter[int] = Counter()
@@ -308,12 +307,8 @@ async def test_redis_killed_mid_load_no_5xx_then_used_again(
             statuses[r.status_code] += 1
             n += 1
 
-    async with (
-        server_factory(
-            redis_url=redis.url, redis_retry_seconds=0.2, rate_limit_per_minute=1_000_000
-        ) as agent,
-        agent.client() as c,
-    ):
+    fast_retry = {"redis_retry_seconds": 0.2, "rate_limit_per_minute": 1_000_000}
+    async with agent_on(redis.url, **fast_retry) as (_, c):
         workers = [asyncio.create_task(load(c, i)) for i in range(4)]
         try:
             await asyncio.sleep(0.3)
@@ -339,18 +334,15 @@ async def test_redis_killed_mid_load_no_5xx_then_used_again(
 
 
 async def test_a_redis_slower_than_the_timeout_is_skipped(
-    server_factory: Callable[..., Any], redis: RedisServer, raw: Redis
+    agent_on: AgentOn, redis: RedisServer, raw: Redis
 ) -> None:
-    async with (
-        server_factory(
-            redis_url=redis.url,
-            rate_limit_per_minute=0,  # no limiter: the search cache is the first to ask Redis
-            auth_failures_per_minute=0,
-            redis_socket_timeout_seconds=0.1,
-            redis_retry_seconds=0.3,
-        ) as agent,
-        agent.client() as c,
-    ):
+    async with agent_on(
+        redis.url,
+        rate_limit_per_minute=0,  # no limiter: the search cache is the first to ask Redis
+        auth_failures_per_minute=0,
+        redis_socket_timeout_seconds=0.1,
+        redis_retry_seconds=0.3,
+    ) as (_, c):
         await search(c, query="kitchen cleaning", k=2)  # cached; connections open
         timeouts, skipped = fallbacks("search_cache", "timeout"), fallbacks(reason="unavailable")
         sleeper = asyncio.create_task(raw.execute_command("DEBUG", "SLEEP", "0.8"))
@@ -374,13 +366,10 @@ async def test_a_redis_slower_than_the_timeout_is_skipped(
 
 
 async def test_garbage_in_redis_is_a_miss_counted_invalid(
-    server_factory: Callable[..., Any], redis: RedisServer, raw: Redis
+    agent_on: AgentOn, redis: RedisServer, raw: Redis
 ) -> None:
     embedder = CountingEmbedder()
-    async with (
-        server_factory(embedder=embedder, redis_url=redis.url) as agent,
-        agent.client() as c,
-    ):
+    async with agent_on(redis.url, embedder=embedder) as (_, c):
         expected = await search(c, query="Berlin office hours", k=2)
         [emb_key], [search_key] = await keys(raw, "emb"), await keys(raw, "search")
         for garbage in (b"garbage", b'[{"chunk_id": "not a hit"}]'):
@@ -412,22 +401,16 @@ async def test_garbage_in_redis_is_a_miss_counted_invalid(
 
 
 async def test_password_from_redis_password(
-    server_factory: Callable[..., Any], admin_conn: asyncpg.Connection
+    agent_on: AgentOn, admin_conn: asyncpg.Connection
 ) -> None:
     with redis_server("--requirepass", PASSWORD) as secured:
-        async with (
-            server_factory(redis_url=secured.url, redis_password=PASSWORD) as agent,
-            agent.client() as c,
-        ):
+        async with agent_on(secured.url, redis_password=PASSWORD) as (_, c):
             hits = cache("search", "hit")
             await search(c, query="encryption", k=1)
             await search(c, query="encryption", k=1)
             assert cache("search", "hit") - hits == 1
         # A wrong password is an outage like any other: served without Redis.
-        async with (
-            server_factory(redis_url=secured.url, redis_password=WRONG_PASSWORD) as agent,
-            agent.client() as c,
-        ):
+        async with agent_on(secured.url, redis_password=WRONG_PASSWORD) as (_, c):
             before = fallbacks("rate_limiter", "unavailable")
             rows = await admin_conn.fetchval("SELECT count(*) FROM requests")
             await search(c, user="pw-user", query="encryption", k=1)

@@ -58,9 +58,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Component = Literal["embedding_cache", "search_cache", "rate_limiter"]
+CacheComponent = Literal["embedding_cache", "search_cache"]
+Component = Literal[CacheComponent, "rate_limiter"]
 Reason = Literal["unavailable", "timeout", "invalid"]
 T = TypeVar("T")
+V = TypeVar("V")
 
 # Error replies that say the server cannot serve us now (a replica after a failover, memory
 # full, an ACL without our commands): an outage, unlike an error about one key's value.
@@ -196,6 +198,27 @@ class RedisClient:
         self._answered(started_at)
         return result
 
+    async def lookup(
+        self, component: CacheComponent, key: str, decode: Callable[[object], V | None]
+    ) -> V | None | Skipped:
+        """``key``'s value decoded (a hit), None (a miss: absent, or not decoding, which is
+        also counted as ``invalid``), or :data:`SKIPPED` (Redis gave no answer)."""
+        cached = await self.run(component, "get", lambda redis: redis.get(key))
+        if cached is SKIPPED:
+            return SKIPPED
+        cache = component.removesuffix("_cache")
+        value = decode(cached)
+        if value is not None:
+            CACHE_REQUESTS.labels(cache, "hit").inc()
+            return value
+        if cached is not None:
+            self.invalid(component, f"a {cache} cache entry did not decode")
+        CACHE_REQUESTS.labels(cache, "miss").inc()
+        return None
+
+    async def store(self, component: CacheComponent, key: str, value: bytes, ttl: int) -> None:
+        await self.run(component, "set", lambda redis: redis.set(key, value, ex=ttl))
+
     def fallback(self, component: Component | None, reason: Reason) -> None:
         if component is not None:
             REDIS_FALLBACKS.labels(component, reason).inc()
@@ -302,21 +325,14 @@ class CachedEmbedder:
     async def embed_query(self, text: str) -> list[float]:
         dimension = await ensure_dimension(self.inner)
         key = self._redis.key("emb", self.inner.model_name, str(dimension), text_digest(text))
-        cached = await self._redis.run("embedding_cache", "get", lambda redis: redis.get(key))
-        if cached is not SKIPPED:
-            vector = decode_vector(cached, dimension)
-            if vector is not None:
-                CACHE_REQUESTS.labels("embedding", "hit").inc()
-                return vector
-            if cached is not None:
-                self._redis.invalid("embedding_cache", "an embedding cache entry did not decode")
-            CACHE_REQUESTS.labels("embedding", "miss").inc()
+        found = await self._redis.lookup(
+            "embedding_cache", key, lambda value: decode_vector(value, dimension)
+        )
+        if isinstance(found, list):
+            return found
         vector = await self.inner.embed_query(text)
-        if cached is not SKIPPED and len(vector) == dimension:
-            value = encode_vector(vector)
-            await self._redis.run(
-                "embedding_cache", "set", lambda redis: redis.set(key, value, ex=self._ttl)
-            )
+        if found is None and len(vector) == dimension:  # a miss: Redis answered
+            await self._redis.store("embedding_cache", key, encode_vector(vector), self._ttl)
         return vector
 
     async def aclose(self) -> None:
@@ -379,19 +395,11 @@ class SearchCache:
             return await run()
         generation = await self._store.generation(args.pipeline_id)
         key = await self.key(args, generation)
-        cached = await self._redis.run("search_cache", "get", lambda redis: redis.get(key))
-        if cached is SKIPPED:
+        found = await self._redis.lookup("search_cache", key, decode_hits)
+        if found is SKIPPED:
             return await run()
-        hits = decode_hits(cached)
-        if hits is not None:
-            CACHE_REQUESTS.labels("search", "hit").inc()
-            return hits
-        if cached is not None:
-            self._redis.invalid("search_cache", "a search cache entry did not decode")
-        CACHE_REQUESTS.labels("search", "miss").inc()
+        if found is not None:
+            return found
         hits = await run()
-        value = _HITS.dump_json(hits)
-        await self._redis.run(
-            "search_cache", "set", lambda redis: redis.set(key, value, ex=self._ttl)
-        )
+        await self._redis.store("search_cache", key, _HITS.dump_json(hits), self._ttl)
         return hits
