@@ -11,6 +11,7 @@ embedder the app was given (below the cache).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 import time
@@ -31,8 +32,11 @@ from ragkeeper_agent.metrics import REGISTRY
 from ragkeeper_agent.redis_cache import CachedEmbedder, RedisClient
 from ragkeeper_agent.services import Services
 from ragkeeper_knowledge.embedding import HashingEmbedder
+from ragkeeper_knowledge.rerank import RerankConfig
+from tests.fake_rerank import FakeRerankService
 from tests.rag.test_cli import job_env, run_job
 from tests.redis_server import RedisServer, redis_server
+from tests.support import serve_asgi
 
 from .conftest import PIPELINE, RunningServer, auth, make_token
 
@@ -188,6 +192,24 @@ async def test_search_cache_hits_for_the_same_search_on_both_paths(
             )
             assert r.status_code == 200
         assert cache("search", "hit") - hits == 1
+
+
+async def test_reranking_runs_on_every_request_over_the_cached_hits(
+    agent_on: AgentOn, redis: RedisServer, raw: Redis
+) -> None:
+    service = FakeRerankService("tei", score=lambda query, text: 0.9 if "encryption" in text else 0)
+    async with serve_asgi(service) as base_url:
+        rerank = RerankConfig(provider="tei", base_url=base_url, candidates=5)
+        async with agent_on(redis.url, rerank=rerank) as (_, c):
+            hits = cache("search", "hit")
+            first = await search(c, query="Berlin office and encryption", k=2)
+            second = await search(c, query="Berlin office and encryption", k=2)
+    assert cache("search", "hit") - hits == 1
+    assert len(service.requests) == 2, "the reranker scored the cached hits too"
+    assert second == first and first[0]["title"] == "Security handbook"
+    [key] = await keys(raw, "search")
+    cached = json.loads(await raw.get(key))
+    assert len(cached) == 5, "the hybrid search's RERANK_CANDIDATES hits, before reranking"
 
 
 async def test_a_finished_sync_makes_cached_searches_miss(
