@@ -51,6 +51,16 @@ class OperatorMetrics:
             ["ready"],
             registry=self.registry,
         )
+        self._add_datasource_metrics()
+        self._lock = threading.Lock()
+        self._readiness: dict[tuple[str, str], bool] = {}
+        for result in RESULTS:
+            self.reconciliations.labels(result=result)
+        for ready in ("true", "false"):
+            self.datasources.labels(ready=ready).set(0)
+
+    def _add_datasource_metrics(self) -> None:
+        """The series labelled per DataSource (removed by ``forget``) and the finished runs."""
         self.ready = Gauge(
             f"{PREFIX}_datasource_ready",
             "1 when the DataSource is Ready (valid spec, CronJob in place), else 0.",
@@ -88,12 +98,6 @@ class OperatorMetrics:
             buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400),
             registry=self.registry,
         )
-        self._lock = threading.Lock()
-        self._readiness: dict[tuple[str, str], bool] = {}
-        for result in RESULTS:
-            self.reconciliations.labels(result=result)
-        for ready in ("true", "false"):
-            self.datasources.labels(ready=ready).set(0)
 
     @contextmanager
     def reconciling(self) -> Iterator[None]:
