@@ -30,6 +30,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -105,14 +106,16 @@ def serve_agent(dsn: str, port: int) -> None:
 # ---------------------------------------------------------------- setup
 
 
-async def seed(dsn: str, documents: int) -> None:
+async def seed(dsn: str, documents: int, embedder: Any = None) -> None:
+    """``documents`` handbook pages of 5 chunks in pipeline ``bench/docs``, embedded by
+    ``embedder`` (the hashing embedder by default), which is recorded as the store's model."""
     from ragkeeper_knowledge import ChunkWrite, DocumentWrite, KnowledgeStore, create_pool
     from ragkeeper_knowledge.embedding import HashingEmbedder
 
-    embedder = HashingEmbedder(DIM)
+    embedder = embedder or HashingEmbedder(DIM)
     pool = await create_pool(dsn)
     store = KnowledgeStore(pool)
-    await store.register_embedding_model(embedder.model_name, DIM)
+    await store.register_embedding_model(embedder.model_name, embedder.dimension)
     for i in range(documents):
         topic = TOPICS[i % len(TOPICS)]
         texts = [
