@@ -152,8 +152,11 @@ def test_every_request_string_has_a_pattern(document: dict[str, Any]) -> None:
     strings = _strings(requests) + _strings(parameters)
     assert strings
     assert [s for s in strings if "pattern" not in s and "enum" not in s] == []
-    for schema in requests:
-        assert schema.get("propertyNames", {}).get("pattern", TEXT_PATTERN) == TEXT_PATTERN
+    bodies = [schema for schema in requests if "properties" in schema]
+    assert {schema["title"] for schema in bodies} >= {"AgentRequest", "ChatMessage"}
+    for schema in bodies:  # the keys of a body and of the fields it does not know
+        assert schema["propertyNames"] == {"pattern": TEXT_PATTERN}, schema["title"]
+        assert schema["additionalProperties"] == {"$ref": "#/components/schemas/JsonValue"}
 
 
 def test_the_text_pattern_is_the_text_rule() -> None:
