@@ -44,6 +44,7 @@ import httpx
 
 from bench.agent import QUERIES, TOPICS, load_average, seed, wait_ready
 from tests.fake_embeddings import MODEL, EmbeddingServer, FakeEmbeddings
+from tests.redis_server import RedisServer
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -197,25 +198,6 @@ async def limiter_cost(dsn: str, redis_url: str, requests: int) -> tuple[float, 
         await pool.close()
 
 
-def redis_server(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(  # noqa: S603 - Debian's redis-server
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-
-
 def report(plain: Run, cached: Run, plain_warm: Run, cached_warm: Run) -> None:
     print(
         f"{'configuration':<14} {'p50':>8} {'p99':>8} {'req/s':>7} "
@@ -253,9 +235,9 @@ async def bench(args: argparse.Namespace) -> None:
     low, high = args.latency_ms
     fake = EmbeddingServer(FakeEmbeddings(dimension=DIM, latency=(low / 1000, high / 1000)))
     await fake.start()
-    redis_port = free_port()
-    redis = redis_server(redis_port, base)
-    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    redis = RedisServer()
+    redis.start()
+    redis_url = redis.url
     try:
         admin = pg.get_uri()
         conn = await asyncpg.connect(admin)
@@ -292,8 +274,7 @@ async def bench(args: argparse.Namespace) -> None:
         )
         print(f"load average after: {load_average()}")
     finally:
-        redis.terminate()
-        redis.wait(timeout=30)
+        redis.cleanup()
         await fake.stop()
         pg.cleanup()
 
