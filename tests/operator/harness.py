@@ -101,6 +101,13 @@ class ApiServer(kmock.KubernetesEmulator):
             if isinstance(data, dict):
                 touches_spec = "spec" in data and request.subresource is None
                 meta = data.setdefault("metadata", {})
+                # A resourceVersion in the body is a precondition, as on the API server.
+                expected = meta.get("resourceVersion")
+                held = (current.get("metadata") or {}).get("resourceVersion")
+                if expected is not None and str(expected) != str(held):
+                    raise kmock.KubernetesError(
+                        status=409, reason="Conflict", message="the object has been modified"
+                    )
                 meta["resourceVersion"] = version
                 if touches_spec:
                     meta["generation"] = generation + 1

@@ -39,11 +39,31 @@ OWNED_PODS: dict[str, Any] = {
 SYNC_FIELD = ("metadata", "annotations", builders.SYNC_REQUEST_ANNOTATION)
 
 
-def _runtime(memo: Any) -> Runtime:
+def _runtime(memo: Any, kwargs: dict[str, Any] | None = None) -> Runtime:
+    """The shared ``Runtime``; ``kwargs`` (a handler's) hand it kopf's indexes."""
     runtime = memo.get("runtime") if hasattr(memo, "get") else None
     if not isinstance(runtime, Runtime):
         raise kopf.PermanentError("the operator was started without memo.runtime")
+    if kwargs:
+        runtime.datasource_index = kwargs.get("datasource_index", runtime.datasource_index)
+        runtime.cronjob_index = kwargs.get("cronjob_index", runtime.cronjob_index)
     return runtime
+
+
+def _snapshot(body: kopf.Body) -> dict[str, Any]:
+    return {key: body[key] for key in body}
+
+
+@kopf.index(*DS)
+def datasource_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    """Every DataSource as the watch holds it, by (namespace, name): read without a GET."""
+    return {(namespace, name): _snapshot(body)}
+
+
+@kopf.index("batch", "v1", "cronjobs", labels=MANAGED)
+def cronjob_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    """Every owned CronJob as the watch holds it, by (namespace, name)."""
+    return {(namespace, name): _snapshot(body)}
 
 
 def configure_kopf(settings: OperatorSettings) -> kopf.OperatorSettings:
@@ -106,9 +126,9 @@ async def disconnect(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.resume(*DS)
 @kopf.on.create(*DS)
 @kopf.on.update(*DS, field="spec")
-async def reconcile_datasource(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
+async def reconcile_datasource(body: kopf.Body, retry: int, memo: kopf.Memo, **kw: Any) -> None:
     """Converge the DataSource's CronJob; record Ready and retry what can heal."""
-    runtime = _runtime(memo)
+    runtime = _runtime(memo, kw)
     metrics = runtime.metrics
     with metrics.reconciling():
         try:
@@ -205,19 +225,19 @@ async def cronjob_event(
     namespace: str | None,
     labels: kopf.Labels,
     memo: kopf.Memo,
-    **_: Any,
+    **kw: Any,
 ) -> None:
     """Mirror ``lastScheduleTime``; re-create the CronJob if someone deleted it."""
     datasource = labels.get(builders.DATASOURCE_LABEL)
     if not datasource or not namespace:
         return
-    rt = _runtime(memo)
+    rt = _runtime(memo, kw)
     try:
         if type != "DELETED":
             await reconcile.record_schedule(rt, namespace, datasource, body)
             return
         rt.repaired.pop((namespace, body.metadata.name or ""), None)
-        owner = await rt.api.get(*DS, namespace, datasource)
+        owner = await rt.datasource(namespace, datasource)
         if owner is not None and not owner.get("metadata", {}).get("deletionTimestamp"):
             logger.info("CronJob of %s/%s was deleted; re-creating it", namespace, datasource)
             await reconcile.converge(rt, owner)
@@ -227,7 +247,7 @@ async def cronjob_event(
 
 @kopf.on.event("batch", "v1", "cronjobs", labels=MANAGED)
 async def cronjob_drift(
-    type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
+    type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **kw: Any
 ) -> None:
     """Someone edited an owned CronJob: patch it back and post ``CronJobDriftRepaired``.
 
@@ -236,7 +256,7 @@ async def cronjob_drift(
     if type == "DELETED" or not namespace:
         return
     try:
-        await reconcile.repair_drift(_runtime(memo), namespace, body)
+        await reconcile.repair_drift(_runtime(memo, kw), namespace, body)
     except (KubeError, DependencyMissing) as exc:
         name = body.metadata.name
         logger.warning("drift of CronJob %s/%s not repaired: %s", namespace, name, exc)

@@ -85,26 +85,53 @@ class StatusWriter:
             weakref.WeakValueDictionary()
         )
 
-    async def update(self, namespace: str, name: str, fn: StatusFn) -> StatusChange | None:
-        """Apply ``fn`` to the current status; write, post Events and update metrics if changed."""
+    async def update(
+        self, namespace: str, name: str, fn: StatusFn, seen: Mapping[str, Any] | None = None
+    ) -> StatusChange | None:
+        """Apply ``fn`` to the current status; write, post Events and update metrics if changed.
+
+        ``seen`` is the DataSource as a watch event delivered it (kopf's body): when ``fn``
+        changes nothing in it, nothing is read or written; otherwise the patch is made
+        against it with its resourceVersion as a precondition, and only a conflict (someone
+        wrote in between) costs a fresh read and a second try.
+        """
         lock = self._locks.get((namespace, name))
         if lock is None:
             lock = asyncio.Lock()
             self._locks[(namespace, name)] = lock
         async with lock:
-            body = await self._kube.get(*DS, namespace, name)
-            if body is None:
+            change = await self._write(namespace, name, fn, seen)
+            if change is None:
                 return None
-            before = dict(body.get("status") or {})
-            after = fn(dict(before), body)
+            # Under the lock, so the gauges follow the writes in the order they were made.
+            self._observe(namespace, name, change.after)
+        for transition in status.transitions(change.before, change.after):
+            post_event(change.body, transition.event_type, transition.reason, transition.message)
+        return change
+
+    async def _write(
+        self, namespace: str, name: str, fn: StatusFn, seen: Mapping[str, Any] | None
+    ) -> StatusChange | None:
+        version = ((seen or {}).get("metadata") or {}).get("resourceVersion")
+        if seen is not None and version:
+            before = dict(seen.get("status") or {})
+            after = fn(dict(before), seen)
             patch = status.status_patch(before, after)
             if not patch:
                 return None
-            await self._kube.patch(*DS, namespace, name, {"status": patch}, subresource="status")
-            # Under the lock, so the gauges follow the writes in the order they were made.
-            self._observe(namespace, name, after)
-        for transition in status.transitions(before, after):
-            post_event(body, transition.event_type, transition.reason, transition.message)
+            precondition = {"metadata": {"resourceVersion": version}, "status": patch}
+            with contextlib.suppress(Conflict):
+                await self._kube.patch(*DS, namespace, name, precondition, subresource="status")
+                return StatusChange(body=seen, before=before, after=after)
+        body = await self._kube.get(*DS, namespace, name)
+        if body is None:
+            return None
+        before = dict(body.get("status") or {})
+        after = fn(dict(before), body)
+        patch = status.status_patch(before, after)
+        if not patch:
+            return None
+        await self._kube.patch(*DS, namespace, name, {"status": patch}, subresource="status")
         return StatusChange(body=body, before=before, after=after)
 
     def _observe(self, namespace: str, name: str, current: Mapping[str, Any]) -> None:
@@ -133,6 +160,11 @@ class Runtime:
     writer: StatusWriter | None = None
     # resourceVersion of each CronJob as our last drift repair left it (see repair_drift).
     repaired: dict[tuple[str, str], str] = field(default_factory=dict)
+    # kopf's in-memory indexes of the DataSources and owned CronJobs its watches hold
+    # (handlers.datasource_index / cronjob_index), so handlers read those without a GET.
+    # ``None`` (no kopf, e.g. a unit test): read through the API instead.
+    datasource_index: Any = None
+    cronjob_index: Any = None
 
     def attach(self, kube: KubeClient) -> None:
         self.kube = kube
@@ -143,6 +175,23 @@ class Runtime:
         if self.kube is None:
             raise RuntimeError("the Kubernetes client is not connected yet")
         return self.kube
+
+    async def datasource(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The DataSource as the watch last delivered it (``None``: there is none)."""
+        return await self._cached(self.datasource_index, DS, namespace, name)
+
+    async def cronjob(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """An owned CronJob as the watch last delivered it (``None``: there is none)."""
+        return await self._cached(self.cronjob_index, CRONJOBS, namespace, name)
+
+    async def _cached(
+        self, index: Any, resource: tuple[str, str, str], namespace: str, name: str
+    ) -> Mapping[str, Any] | None:
+        if index is None:
+            return await self.api.get(*resource, namespace, name)
+        for value in index.get((namespace, name), ()):
+            return cast(Mapping[str, Any], value)
+        return None
 
     @property
     def status(self) -> StatusWriter:
@@ -234,7 +283,9 @@ async def ensure_cronjob(rt: Runtime, body: Mapping[str, Any], spec: DataSourceS
     desired = builders.build_cronjob(body, spec, rt.settings)
     namespace = desired["metadata"]["namespace"]
     name = desired["metadata"]["name"]
-    existing = await rt.api.get(*CRONJOBS, namespace, name)
+    # From the index: right after our own create or patch it may lag by one watch event;
+    # a create then meets a Conflict (and reads), a patch is repeated with the same content.
+    existing = await rt.cronjob(namespace, name)
     if existing is None:
         try:
             await rt.api.create(*CRONJOBS, desired)
@@ -277,7 +328,7 @@ async def repair_drift(rt: Runtime, namespace: str, cronjob: Mapping[str, Any]) 
     datasource = owner_name(cronjob)
     if not datasource:
         return []
-    owner = await rt.api.get(*DS, namespace, datasource)
+    owner = await rt.datasource(namespace, datasource)
     if owner is None or (owner.get("metadata") or {}).get("deletionTimestamp"):
         return []
     try:
@@ -330,7 +381,7 @@ async def report_ready(
             now=now,
         )
 
-    change = await rt.status.update(namespace, name, fn)
+    change = await rt.status.update(namespace, name, fn, seen=body)
     if change is None:
         rt.metrics.set_ready(namespace, name, ready)
     return change
