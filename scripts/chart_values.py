@@ -180,6 +180,8 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "agent.topologySpread.maxSkew": {"minimum": 1},
     "operator.watchNamespaces": {"type": "array", "items": _DNS_LABEL, "uniqueItems": True},
     "operator.metricsPort": _PORT,
+    "operator.replicas": {"minimum": 1},
+    "operator.peeringLifetimeSeconds": {"minimum": 5, "maximum": 3600},
     "operator.jobs.policy.allowedImages": {
         "type": "array",
         "items": {"type": "string", "pattern": "^[^,\\s]+$"},

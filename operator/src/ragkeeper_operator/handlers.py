@@ -14,6 +14,7 @@ a way that would stop the operator.
 from __future__ import annotations
 
 import logging
+import secrets
 from datetime import timedelta
 from typing import Any
 
@@ -92,6 +93,15 @@ def configure_kopf(settings: OperatorSettings) -> kopf.OperatorSettings:
     if settings.peering_name:
         config.peering.name = settings.peering_name
         config.peering.mandatory = True
+        # kopf pauses every operator that sees a live peer of the same priority, so replicas
+        # of one Deployment draw distinct priorities: the highest live one works, the rest
+        # stand by until its keep-alive is older than its lifetime (docs/operator.md, HA).
+        config.peering.priority = (
+            settings.peering_priority
+            if settings.peering_priority is not None
+            else secrets.randbelow(2**31 - 1) + 1
+        )
+        config.peering.lifetime = settings.peering_lifetime_seconds
     else:
         config.peering.standalone = True
     return config

@@ -133,6 +133,18 @@ class OperatorSettings(BaseSettings):
         description="kopf peering object name; unset means standalone (one replica).",
         validation_alias=_env("PEERING_NAME", "peering_name"),
     )
+    peering_priority: int | None = Field(
+        default=None,
+        ge=0,
+        description="kopf priority; the highest live one is active. Unset: random per process.",
+        validation_alias=_env("PEERING_PRIORITY", "peering_priority"),
+    )
+    peering_lifetime_seconds: int = Field(
+        default=60,
+        ge=1,
+        description="How long a silent peer counts as alive (kopf keep-alives come sooner).",
+        validation_alias=_env("PEERING_LIFETIME_SECONDS", "peering_lifetime_seconds"),
+    )
     metrics_port: int = Field(default=9090, ge=1, le=65535, validation_alias=_env("METRICS_PORT"))
     health_port: int = Field(default=8080, ge=1, le=65535, validation_alias=_env("HEALTH_PORT"))
     kubeconfig: str | None = Field(default=None, validation_alias=_env("KUBECONFIG", "kubeconfig"))
