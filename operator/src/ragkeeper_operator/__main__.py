@@ -19,9 +19,7 @@ from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from ragkeeper_operator import handlers
-from ragkeeper_operator.kube import KubeClient, load_configuration
 from ragkeeper_operator.metrics import OperatorMetrics
-from ragkeeper_operator.peering import ensure_peering
 from ragkeeper_operator.reconcile import Runtime
 from ragkeeper_operator.settings import OperatorSettings
 
@@ -52,13 +50,7 @@ def setup_logging(settings: OperatorSettings) -> None:
 
 
 async def run(settings: OperatorSettings, metrics: OperatorMetrics) -> None:
-    """Run kopf until SIGTERM/SIGINT (with ``PEERING_NAME``: create the peering object first)."""
-    if settings.peering_name:
-        kube = KubeClient(await load_configuration(settings.kubeconfig))
-        try:
-            await ensure_peering(kube, settings)
-        finally:
-            await kube.close()
+    """Run kopf until SIGTERM/SIGINT."""
     await kopf.operator(
         settings=handlers.configure_kopf(settings),
         standalone=not settings.peering_name,

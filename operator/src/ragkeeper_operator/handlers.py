@@ -22,6 +22,7 @@ import kopf
 
 from ragkeeper_operator import builders, reconcile
 from ragkeeper_operator.kube import KubeClient, KubeError, connection_info, load_configuration
+from ragkeeper_operator.peering import ensure_peering
 from ragkeeper_operator.reconcile import DS, Runtime
 from ragkeeper_operator.settings import OperatorSettings
 from ragkeeper_operator.spec import DependencyMissing, InvalidSpec
@@ -109,12 +110,14 @@ def configure_kopf(settings: OperatorSettings) -> kopf.OperatorSettings:
 
 @kopf.on.startup()
 async def connect(memo: kopf.Memo, **_: Any) -> None:
-    """Open the API client once; handlers share it through ``memo.runtime``."""
+    """Open the API client once; handlers share it through ``memo.runtime``. With
+    ``PEERING_NAME``, create the peering object kopf needs but never creates (``peering.py``)."""
     runtime = _runtime(memo)
     if runtime.configuration is None:
         runtime.configuration = await load_configuration(runtime.settings.kubeconfig)
     if runtime.kube is None:
         runtime.attach(KubeClient(runtime.configuration))
+    await ensure_peering(runtime.api, runtime.settings)
 
 
 @kopf.on.login()

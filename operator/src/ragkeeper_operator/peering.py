@@ -3,7 +3,8 @@
 kopf keeps its peers' keep-alives in the ``status`` of a ``ClusterKopfPeering`` (an
 operator watching every namespace) or of a ``KopfPeering`` in each watched namespace, but
 never creates that object. The chart ships the CRDs; the operator creates its own object
-(or objects) before kopf starts, so two replicas share it from their first keep-alive.
+(or objects) in its startup handler (``handlers.connect``, with the client the handlers share),
+which kopf runs before its peering starts, so two replicas share it from their first keep-alive.
 """
 
 from __future__ import annotations
