@@ -75,6 +75,15 @@ class StatusChange:
     after: Mapping[str, Any]
 
 
+def _apply(
+    fn: StatusFn, body: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``body``'s status, ``fn``'s new status for it, and the patch from one to the other."""
+    before = dict(body.get("status") or {})
+    after = fn(dict(before), body)
+    return before, after, status.status_patch(before, after)
+
+
 class StatusWriter:
     """Serialises status writes per DataSource and skips writes that change nothing."""
 
@@ -114,9 +123,7 @@ class StatusWriter:
     ) -> StatusChange | None:
         version = ((seen or {}).get("metadata") or {}).get("resourceVersion")
         if seen is not None and version:
-            before = dict(seen.get("status") or {})
-            after = fn(dict(before), seen)
-            patch = status.status_patch(before, after)
+            before, after, patch = _apply(fn, seen)
             if not patch:
                 return None
             precondition = {"metadata": {"resourceVersion": version}, "status": patch}
@@ -126,9 +133,7 @@ class StatusWriter:
         body = await self._kube.get(*DS, namespace, name)
         if body is None:
             return None
-        before = dict(body.get("status") or {})
-        after = fn(dict(before), body)
-        patch = status.status_patch(before, after)
+        before, after, patch = _apply(fn, body)
         if not patch:
             return None
         await self._kube.patch(*DS, namespace, name, {"status": patch}, subresource="status")
