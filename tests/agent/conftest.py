@@ -8,11 +8,13 @@ The language model is the offline extractive ``FunctionModel`` (no network), and
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -20,6 +22,8 @@ import httpx
 import jwt
 import pytest
 from pydantic_ai import models
+from pydantic_ai.messages import ModelMessage
+from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from ragkeeper_agent import Settings, create_app
 from ragkeeper_knowledge import ChunkWrite, DocumentWrite, KnowledgeStore, RowWrite
@@ -79,6 +83,26 @@ async def stream_agent_lines(
             if len(lines) == 1:
                 await after_first()
     return lines
+
+
+@dataclass
+class GatedModel:
+    """A model that streams "first words ", sets ``started``, and sends ``rest`` only once
+    ``release`` is set: the turn is held open while a test breaks something."""
+
+    rest: str
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def model(self) -> FunctionModel:
+        async def gated(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+            yield "first words "
+            self.started.set()
+            await self.release.wait()
+            yield self.rest
+
+        return FunctionModel(stream_function=gated)
 
 
 @pytest.fixture(scope="module")

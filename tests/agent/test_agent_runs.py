@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -34,7 +33,7 @@ from ragkeeper_knowledge import KnowledgeStore
 from ragkeeper_knowledge.embedding import HashingEmbedder
 from ragkeeper_knowledge.errors import ConfigurationError
 
-from .conftest import auth, settings_for, stream_agent_lines
+from .conftest import GatedModel, auth, settings_for, stream_agent_lines
 
 
 def deps(store: KnowledgeStore, embedder: HashingEmbedder, pool: asyncpg.Pool) -> Deps:
@@ -169,25 +168,19 @@ async def test_failure_before_streaming_is_a_real_status(
 
 
 async def test_draining_ends_running_streams_cleanly(server_factory: Callable[..., Any]) -> None:
-    started = asyncio.Event()
-    release = asyncio.Event()
-
-    async def slow(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
-        yield "first words "
-        started.set()
-        await release.wait()
-        yield "never sent"
-
-    model = FunctionModel(stream_function=slow)
-    async with server_factory(model=model, shutdown_grace_seconds=0) as srv, srv.client() as c:
+    gate = GatedModel(rest="never sent")
+    async with (
+        server_factory(model=gate.model, shutdown_grace_seconds=0) as srv,
+        srv.client() as c,
+    ):
 
         async def shut_down() -> None:
-            await started.wait()
+            await gate.started.wait()
             request_shutdown(srv.app)
 
         lines = await stream_agent_lines(c, "quinn", shut_down)
         ready = await c.get("/readyz")
-    release.set()
+    gate.release.set()
     assert lines[0]["text"] == "first words "
     assert lines[-1]["complete"] is True and "shutting down" in lines[-1]["error"]
     assert ready.status_code == 503

