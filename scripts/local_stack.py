@@ -123,16 +123,24 @@ def run_stack(args: argparse.Namespace, url: str) -> int:
     print(f"ingestion exit code {code}; stats:\n{stats}", flush=True)
     if code != 0 or args.no_serve:
         return code
-    serve_env = {
+    print(
+        f"agent: http://127.0.0.1:{args.port}/  MCP: http://127.0.0.1:{args.port}/mcp  "
+        "(auth disabled: local stack only)",
+        file=sys.stderr,
+    )
+    return run_child([sys.executable, "-m", "ragkeeper_agent"], agent_env(env, args.port))[0]
+
+
+def agent_env(env: Mapping[str, str], port: int) -> dict[str, str]:
+    """The agent's environment in the stack: no authentication, on localhost only, with the
+    MCP endpoint on (a local MCP client needs no token)."""
+    return {
         **env,
         "AUTH_MODE": "disabled",
         "HOST": "127.0.0.1",
-        "PORT": str(args.port),
+        "PORT": str(port),
+        "MCP_ENABLED": "true",
     }
-    print(
-        f"agent: http://127.0.0.1:{args.port}/  (auth disabled: local stack only)", file=sys.stderr
-    )
-    return run_child([sys.executable, "-m", "ragkeeper_agent"], serve_env)[0]
 
 
 if __name__ == "__main__":

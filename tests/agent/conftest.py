@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,10 +23,11 @@ import httpx
 import jwt
 import pytest
 from pydantic_ai import models
-from pydantic_ai.messages import ModelMessage
+from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from ragkeeper_agent import Settings, create_app
+from ragkeeper_agent.logs import AUDIT_LOGGER, RequestIdFilter, json_formatter
 from ragkeeper_knowledge import ChunkWrite, DocumentWrite, KnowledgeStore, RowWrite
 from ragkeeper_knowledge.embedding import HashingEmbedder
 from tests.support import serve_asgi
@@ -57,6 +59,17 @@ SALES_ROWS = [
     {"region": "south", "amount": 80},
     {"region": "north", "amount": 30},
 ]
+
+
+def tool_returns(messages: list[ModelMessage]) -> list[ToolReturnPart]:
+    """What the tools returned in an agent run's messages, in order."""
+    return [
+        p
+        for m in messages
+        if isinstance(m, ModelRequest)
+        for p in m.parts
+        if isinstance(p, ToolReturnPart)
+    ]
 
 
 def make_token(sub: str, *, secret: str = SECRET, **claims: Any) -> str:
@@ -103,6 +116,30 @@ class GatedModel:
             yield self.rest
 
         return FunctionModel(stream_function=gated)
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.addFilter(RequestIdFilter())
+        self.setFormatter(json_formatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def audit_lines() -> Iterator[list[str]]:
+    """The ``ragkeeper.audit`` lines written during the test, as the service formats them."""
+    handler = _Lines()
+    logger = logging.getLogger(AUDIT_LOGGER)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
 
 
 @pytest.fixture(scope="module")

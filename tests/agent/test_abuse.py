@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
-import pytest
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
 
-from ragkeeper_agent.logs import AUDIT_LOGGER, RequestIdFilter, json_formatter
 from ragkeeper_agent.readiness import Readiness
 from ragkeeper_knowledge import create_pool
 
@@ -33,29 +30,6 @@ SEARCH = {"query": "annual leave", "k": 1}
 def _ip() -> str:
     n = uuid.uuid4().int
     return f"198.51.{n % 250}.{(n >> 8) % 250 + 1}"
-
-
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-        self.addFilter(RequestIdFilter())
-        self.setFormatter(json_formatter())
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-
-@pytest.fixture
-def audit_lines() -> Iterator[list[str]]:
-    handler = _Lines()
-    logger = logging.getLogger(AUDIT_LOGGER)
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield handler.lines
-    finally:
-        logger.removeHandler(handler)
 
 
 def _events(lines: list[str]) -> list[dict[str, Any]]:

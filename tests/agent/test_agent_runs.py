@@ -18,7 +18,6 @@ from pydantic_ai.messages import (
     TextPart,
     TextPartDelta,
     ToolCallPart,
-    ToolReturnPart,
 )
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.test import TestModel
@@ -33,7 +32,7 @@ from ragkeeper_knowledge import KnowledgeStore
 from ragkeeper_knowledge.embedding import HashingEmbedder
 from ragkeeper_knowledge.errors import ConfigurationError
 
-from .conftest import GatedModel, auth, settings_for, stream_agent_lines
+from .conftest import GatedModel, auth, settings_for, stream_agent_lines, tool_returns
 
 
 def deps(store: KnowledgeStore, embedder: HashingEmbedder, pool: asyncpg.Pool) -> Deps:
@@ -65,13 +64,7 @@ async def test_tools_offered_and_run_under_test_model(
     ]
     with agent.override(model=TestModel(call_tools=["search_documents", "list_documents"])):
         result = await agent.run("anything", deps=deps(seeded, embedder, pool))
-    returned = {
-        p.tool_name: p.content
-        for m in result.all_messages()
-        if isinstance(m, ModelRequest)
-        for p in m.parts
-        if isinstance(p, ToolReturnPart)
-    }
+    returned = {p.tool_name: p.content for p in tool_returns(result.all_messages())}
     assert len(returned["list_documents"]) == 4
     assert returned["search_documents"], "the hybrid search found passages"
 
@@ -112,14 +105,7 @@ async def test_extractive_answer_cites_passages(
     assert "carried over until the end of March" in result.output
     cited = [p for p in run_deps.sources.values() if f"[{p.n}]" in result.output]
     assert cited and cited[0].title == "Leave policy"
-    tool_returns = [
-        p
-        for m in result.all_messages()
-        if isinstance(m, ModelRequest)
-        for p in m.parts
-        if isinstance(p, ToolReturnPart)
-    ]
-    assert [p.tool_name for p in tool_returns] == ["search_documents"]
+    assert [p.tool_name for p in tool_returns(result.all_messages())] == ["search_documents"]
 
 
 async def test_extractive_answer_streams_line_by_line(
@@ -204,13 +190,7 @@ async def test_web_search_tool_uses_searxng_when_configured(
         with agent.override(model=TestModel(call_tools=["web_search"])):
             result = await agent.run("news", deps=run_deps)
     assert queries == ["a"]
-    returned = [
-        p.content
-        for m in result.all_messages()
-        if isinstance(m, ModelRequest)
-        for p in m.parts
-        if isinstance(p, ToolReturnPart)
-    ]
+    returned = [p.content for p in tool_returns(result.all_messages())]
     assert returned == ["Example\nhttps://example.org/\nA snippet."]
 
 

@@ -2,9 +2,12 @@
 
 Tools read the knowledge store (search, list, read), query tabular rows through
 the restricted read-only SQL function, and search the web when SearXNG or Brave
-is configured. There is deliberately no code-execution tool. Mistakes the model
-can fix (a bad SQL query, an unknown document id) come back as ``ModelRetry`` so
-the model sees the error and tries again; every call is counted by tool and outcome.
+is configured. There is deliberately no code-execution tool. Each knowledge tool is a thin
+wrapper over a function taking :class:`Deps` (``search_passages``, ``document_summaries``,
+``read_page``, ``tabular_rows``), which the MCP endpoint's tools (``mcp_server.py``) call too.
+Mistakes the model can fix (a bad SQL query, an unknown document id) raise
+:class:`ToolInputError`, which comes back as ``ModelRetry`` so the model sees the error and
+tries again; every call is counted by tool and outcome.
 
 Build one agent per app with :func:`build_agent`; the model is chosen by
 ``ragkeeper_agent.llm`` (an OpenAI-compatible provider, or the offline extractive model).
@@ -25,7 +28,7 @@ from pydantic_ai import Agent, ModelRetry, RunContext, Tool
 from pydantic_ai.models import Model
 from pydantic_ai.tools import ToolDefinition
 
-from ragkeeper_knowledge import KnowledgeStore, SearchHit
+from ragkeeper_knowledge import DocumentInfo, KnowledgeStore, SearchHit
 from ragkeeper_knowledge.embedding.base import Embedder
 from ragkeeper_knowledge.errors import RerankError, RerankUnavailable
 from ragkeeper_knowledge.rerank import Reranker
@@ -67,6 +70,8 @@ class Passage(BaseModel):
     url: str | None
     score: float
     content: str
+    chunk: int | None = None
+    """The passage's position in its document (0 = first chunk), when ingestion recorded it."""
 
 
 class DocumentSummary(BaseModel):
@@ -100,10 +105,30 @@ class Deps:
     """Passages returned so far in this run, by chunk key, for the final citation list."""
 
 
+class ToolInputError(ValueError):
+    """A tool call the caller can fix (an empty query, an unknown document id, SQL that
+    Postgres refused): the agent's tools turn it into ``ModelRetry``, the MCP tools into an
+    error result; the message is for the model."""
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentPage:
+    """Part of a document's text: ``content`` starts at character ``offset``;
+    ``next_offset`` is where the next page starts, None at the end."""
+
+    info: DocumentInfo
+    offset: int
+    content: str
+    next_offset: int | None
+
+
 @contextmanager
 def _counted(tool: str) -> Iterator[None]:
     try:
         yield
+    except ToolInputError as exc:
+        TOOL_CALLS.labels(tool, "retry").inc()
+        raise ModelRetry(str(exc)) from exc
     except ModelRetry:
         TOOL_CALLS.labels(tool, "retry").inc()
         raise
@@ -179,6 +204,7 @@ async def retrieve(
         key = f"{hit.document_id}#{hit.chunk_id}"
         known = deps.sources.get(key)
         n = known.n if known else len(deps.sources) + 1
+        position = hit.metadata.get("position")
         passage = Passage(
             n=n,
             document_id=hit.document_id,
@@ -186,6 +212,7 @@ async def retrieve(
             url=hit.url,
             score=round(hit.score, 6),
             content=hit.content,
+            chunk=position if isinstance(position, int) else None,
         )
         deps.sources.setdefault(key, passage)
         passages.append(passage)
@@ -231,6 +258,71 @@ async def _only_with_web(ctx: RunContext[Deps], tool_def: ToolDefinition) -> Too
     return tool_def if ctx.deps.web is not None else None
 
 
+MAX_SEARCH_K = 20
+MAX_LIST_LIMIT = 200
+
+
+async def search_passages(
+    deps: Deps,
+    query: str,
+    k: int | None = None,
+    pipeline_id: str | None = None,
+    metadata_filter: dict[str, Any] | None = None,
+) -> list[Passage]:
+    """The search behind the agent's and the MCP ``search_documents``: ``k`` within 1-20."""
+    if not query.strip():
+        raise ToolInputError("query must not be empty")
+    size = None if k is None else max(1, min(k, MAX_SEARCH_K))
+    return await retrieve(
+        deps, query, k=size, pipeline_id=pipeline_id, metadata_filter=metadata_filter
+    )
+
+
+async def document_summaries(
+    deps: Deps, pipeline_id: str | None = None, limit: int = 50, offset: int = 0
+) -> list[DocumentSummary]:
+    """Documents newest first (``limit`` within 1-200), as both tool sets list them."""
+    docs = await deps.store.list_documents(
+        pipeline_id=pipeline_id, limit=max(1, min(limit, MAX_LIST_LIMIT)), offset=offset
+    )
+    return [
+        DocumentSummary(
+            document_id=d.id,
+            title=d.title,
+            url=d.url,
+            mime_type=d.mime_type,
+            chunks=d.chunk_count,
+            columns=d.schema,
+        )
+        for d in docs
+    ]
+
+
+async def read_page(
+    deps: Deps, document_id: str, offset: int = 0, limit: int | None = None
+) -> DocumentPage:
+    """``limit`` characters (at most READ_DOCUMENT_MAX_CHARS) of a document from ``offset``."""
+    size = min(limit or deps.read_max_chars, deps.read_max_chars)
+    doc = await deps.store.read_document(document_id, max_chars=max(0, offset) + size)
+    if doc is None:
+        raise ToolInputError(f"no document with id {document_id!r}; use list_documents")
+    content = doc.content[max(0, offset) :]
+    end = max(0, offset) + len(content)
+    return DocumentPage(doc.info, max(0, offset), content, end if doc.truncated else None)
+
+
+async def tabular_rows(deps: Deps, sql: str) -> str:
+    """One read-only SELECT through ``ReadOnlySQL``; a refusal is audited (``sql_refused``)."""
+    try:
+        rows = await deps.sql.query(sql.strip().rstrip(";"))
+    except SQLToolError as exc:
+        # The reason by type only: Postgres's message may quote the query.
+        cause = f"({type(exc.__cause__).__name__})" if exc.__cause__ is not None else ""
+        audit("sql_refused", f"{type(exc).__name__}{cause}", sql=fingerprint(sql))
+        raise ToolInputError(f"the query failed: {exc}") from exc
+    return render_rows(rows)
+
+
 async def search_documents(
     ctx: RunContext[Deps],
     query: str,
@@ -251,12 +343,7 @@ async def search_documents(
         Passages numbered for citation, each with its document title and URL.
     """
     with _counted(SEARCH_TOOL):
-        if not query.strip():
-            raise ModelRetry("query must not be empty")
-        size = None if k is None else max(1, min(k, 20))
-        return await retrieve(
-            ctx.deps, query, k=size, pipeline_id=pipeline_id, metadata_filter=metadata_filter
-        )
+        return await search_passages(ctx.deps, query, k, pipeline_id, metadata_filter)
 
 
 async def list_documents(
@@ -269,20 +356,7 @@ async def list_documents(
         limit: At most this many documents (1-200).
     """
     with _counted("list_documents"):
-        docs = await ctx.deps.store.list_documents(
-            pipeline_id=pipeline_id, limit=max(1, min(limit, 200))
-        )
-        return [
-            DocumentSummary(
-                document_id=d.id,
-                title=d.title,
-                url=d.url,
-                mime_type=d.mime_type,
-                chunks=d.chunk_count,
-                columns=d.schema,
-            )
-            for d in docs
-        ]
+        return await document_summaries(ctx.deps, pipeline_id, limit)
 
 
 async def read_document(ctx: RunContext[Deps], document_id: str) -> str:
@@ -292,11 +366,9 @@ async def read_document(ctx: RunContext[Deps], document_id: str) -> str:
         document_id: The `document_id` from `search_documents` or `list_documents`.
     """
     with _counted("read_document"):
-        doc = await ctx.deps.store.read_document(document_id, max_chars=ctx.deps.read_max_chars)
-        if doc is None:
-            raise ModelRetry(f"no document with id {document_id!r}; use list_documents")
-        note = "\n\n[... truncated]" if doc.truncated else ""
-        return f"# {doc.info.title}\nURL: {doc.info.url or '-'}\n\n{doc.content}{note}"
+        page = await read_page(ctx.deps, document_id)
+        note = "\n\n[... truncated]" if page.next_offset is not None else ""
+        return f"# {page.info.title}\nURL: {page.info.url or '-'}\n\n{page.content}{note}"
 
 
 async def query_tabular_rows(ctx: RunContext[Deps], sql: str) -> str:
@@ -314,14 +386,7 @@ async def query_tabular_rows(ctx: RunContext[Deps], sql: str) -> str:
         sql: A single SELECT statement (no trailing semicolon needed).
     """
     with _counted("query_tabular_rows"):
-        try:
-            rows = await ctx.deps.sql.query(sql.strip().rstrip(";"))
-        except SQLToolError as exc:
-            # The reason by type only: Postgres's message may quote the query.
-            cause = f"({type(exc.__cause__).__name__})" if exc.__cause__ is not None else ""
-            audit("sql_refused", f"{type(exc).__name__}{cause}", sql=fingerprint(sql))
-            raise ModelRetry(f"the query failed: {exc}") from exc
-        return render_rows(rows)
+        return await tabular_rows(ctx.deps, sql)
 
 
 async def web_search(ctx: RunContext[Deps], query: str) -> str:

@@ -34,6 +34,7 @@ from ._version import __version__
 from .audit import STATUS_EVENTS, audit
 from .errors import HANDLED_TYPES, AgentServiceError, as_outage
 from .llm import build_model
+from .mcp_server import MCPEndpoint, MCPRoute
 from .metrics import REGISTRY, instrument_pool
 from .middleware import BodySizeLimitMiddleware, ObservabilityMiddleware
 from .openapi import install as install_openapi
@@ -90,6 +91,7 @@ def create_app(
     )
     app.state.draining = draining
     app.state.tracing = tracing
+    app.state.mcp = MCPEndpoint(settings) if settings.mcp_enabled else None
     app.add_exception_handler(AgentServiceError, _service_error)
     for outage in HANDLED_TYPES:
         app.add_exception_handler(outage, _outage_error)
@@ -133,7 +135,8 @@ def _lifespan(
             instrument_pool(services.pool)
             app.state.services = services
             try:
-                yield
+                async with _mcp_running(app):
+                    yield
             finally:
                 draining.set()
                 await services.aclose()
@@ -145,6 +148,17 @@ def _lifespan(
                 await asyncio.to_thread(_stop_metrics_server, metrics_server)
 
     return lifespan
+
+
+@asynccontextmanager
+async def _mcp_running(app: FastAPI) -> AsyncIterator[None]:
+    """The MCP endpoint's session manager (MCP_ENABLED), for as long as the app serves."""
+    endpoint: MCPEndpoint | None = app.state.mcp
+    if endpoint is None:
+        yield
+        return
+    async with endpoint.running():
+        yield
 
 
 MetricsServer = tuple[WSGIServer, threading.Thread]
@@ -177,6 +191,8 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         app.include_router(router)
     if not settings.metrics_port:
         app.include_router(ops.metrics_router)
+    if app.state.mcp is not None:
+        app.router.routes.append(MCPRoute(app.state.mcp))
     with as_file(files("ragkeeper_agent") / "static") as static_dir:
         app.mount("/static", StaticFiles(directory=static_dir), name="static")
 

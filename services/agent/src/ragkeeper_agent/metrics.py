@@ -66,6 +66,13 @@ TOOL_CALLS = Counter(
     ["tool", "outcome"],
     registry=REGISTRY,
 )
+MCP_TOOL_CALLS = Counter(
+    "ragkeeper_agent_mcp_tool_calls_total",
+    "Tool calls on the MCP endpoint (/mcp), by tool and outcome (ok, invalid: a mistake the "
+    "client can fix, error).",
+    ["tool", "outcome"],
+    registry=REGISTRY,
+)
 TOKENS = Counter(
     "ragkeeper_agent_tokens_total",
     "Model tokens, by model and direction (input, output).",

@@ -315,6 +315,11 @@ class Settings(BaseSettings):
     )
     """Prefix of every key the agent writes (printable ASCII, no spaces)."""
 
+    # --- the knowledge base as an MCP server (mcp_server.py); appended last
+    mcp_enabled: bool = True
+    """Serve the search, list, read and SQL tools and the documents as resources to MCP
+    clients at ``/mcp`` (streamable HTTP, the API's authentication and rate limit)."""
+
     @model_validator(mode="after")
     def _check_redis(self) -> Self:
         check_redis_url(self.redis_url.get_secret_value(), self.redis_password.get_secret_value())
