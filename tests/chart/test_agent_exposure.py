@@ -78,6 +78,25 @@ def test_only_prometheus_may_reach_the_metrics_port() -> None:
     assert by_port == {8000: values["agentIngressFrom"], 9091: values["metricsFrom"]}
 
 
+@pytest.mark.parametrize("enabled", [True, False])
+def test_mcp_is_served_on_the_api_port_with_its_ingress_path(enabled: bool) -> None:
+    """`agent.mcp.enabled` (on by default: the chart always configures authentication) sets
+    MCP_ENABLED and lists `/mcp` in the Ingress, on the API port; the NetworkPolicy is the
+    same either way, since it is the same port."""
+    sets = ["agent.ingress.enabled=true", f"agent.mcp.enabled={str(enabled).lower()}"]
+    objects = render(MINIMAL, sets=sets)
+    assert _env_value(_agent(objects), "MCP_ENABLED") == str(enabled).lower()
+    paths = named(objects, "Ingress", "-agent")["spec"]["rules"][0]["http"]["paths"]
+    assert [(p["path"], p["pathType"]) for p in paths] == [("/mcp", "Exact")] * enabled + [
+        ("/", "Prefix")
+    ]
+    assert all(p["backend"]["service"]["port"] == {"name": "http"} for p in paths)
+    policy = named(objects, "NetworkPolicy", "-agent")["spec"]
+    assert policy == named(render(MINIMAL), "NetworkPolicy", "-agent")["spec"]
+    defaults = yaml.safe_load(chart_values.VALUES.read_text())
+    assert defaults["agent"]["mcp"]["enabled"] is True
+
+
 def _reserved() -> re.Pattern[str]:
     schema = json.loads((CHART / "values.schema.json").read_text())
     name = schema["properties"]["agent"]["properties"]["extraEnv"]["items"]["properties"]["name"]
@@ -115,6 +134,7 @@ def test_schema_reserves_every_name_the_chart_sets_on_the_agent() -> None:
     assert sorted(n for n in names if not reserved.match(n)) == []
     assert reserved.match("auth_mode") and reserved.match("Database_Url")
     assert reserved.match("redis_url") and reserved.match("REDIS_ANYTHING_ELSE")
+    assert "MCP_ENABLED" in names and reserved.match("mcp_enabled")
     for free in ("SEARXNG_URL", "BRAVE_API_KEY", "LLM_TIMEOUT_SECONDS", "MAX_PROMPT_CHARS"):
         assert not reserved.match(free), free
 

@@ -12,7 +12,7 @@ exports to, the service name, the content switch and the headers from the Secret
 settings come out as `agent.rerank` says (none rendered while its provider is `none`). The
 REDIS_* settings come out as `agent.redis` says, with the bundled Redis' URL and password or the
 external one's from its Secret, and no Redis at all without either; the chart's defaults and
-limits for them are the agent's own. Every
+limits for them are the agent's own. MCP_ENABLED comes out as `agent.mcp.enabled` says. Every
 variable the chart sets on the agent is one its settings read. The operator's job policy comes
 out as `operator.jobs.policy` says.
 """
@@ -159,6 +159,16 @@ def test_agent_settings_accept_the_rendered_env(
     assert embedding.resolved_model
     _assert_rerank(settings, _agent_values(scenario, "rerank"))
     _assert_redis(settings, objects, scenario)
+    _assert_mcp(settings, objects, scenario)
+
+
+def _assert_mcp(settings: Settings, objects: list[dict[str, Any]], scenario: str) -> None:
+    """MCP_ENABLED as `agent.mcp.enabled` says, and an Ingress lists `/mcp` only then."""
+    enabled = _agent_values(scenario, "mcp")["enabled"]
+    assert settings.mcp_enabled is enabled
+    for ingress in by_kind(objects, "Ingress"):
+        paths = [p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+        assert paths == (["/mcp", "/"] if enabled else ["/"])
 
 
 def _assert_redis(settings: Settings, objects: list[dict[str, Any]], scenario: str) -> None:
