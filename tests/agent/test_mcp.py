@@ -244,9 +244,9 @@ async def raw_call(server: RunningServer, user: str) -> httpx.Response:
 async def test_another_users_conversations_are_not_reachable(stack: RunningServer) -> None:
     """Documents are shared; conversations are per user, and no MCP tool or resource
     reaches them: user B sees nothing of user A's conversation."""
-    secret_question = "What does the Kestrel price list say about the zebra discount?"
+    question_of_a = "What does the Kestrel price list say about the zebra discount?"
     async with stack.client() as c:
-        r = await c.post("/api/pydantic-agent", json={"query": secret_question}, headers=auth("a"))
+        r = await c.post("/api/pydantic-agent", json={"query": question_of_a}, headers=auth("a"))
         assert r.status_code == 200
         session_id = json.loads(r.text.splitlines()[-1])["session_id"]
     async with mcp_client(stack, auth("b")) as client:
