@@ -1,7 +1,8 @@
 """`make run`'s local stack (scripts/local_stack.py) as a user runs it, then stops it.
 
-It must ingest the examples, serve the agent on 127.0.0.1, re-ingest idempotently, and leave
-nothing running when stopped with SIGTERM (`kill`, `timeout`, a supervisor) — not only Ctrl-C.
+It must ingest the examples, serve the agent on 127.0.0.1 (the API and, without a token, the
+MCP endpoint), re-ingest idempotently, and leave nothing running when stopped with SIGTERM
+(`kill`, `timeout`, a supervisor) — not only Ctrl-C.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -57,6 +59,17 @@ def wait_ready(url: str, proc: subprocess.Popen[str], timeout: float = 120) -> N
     raise AssertionError("the agent did not become ready")
 
 
+def mcp_search(base: str, query: str) -> list[dict[str, Any]]:
+    """A local MCP client's search_documents call: a JSON-RPC POST to /mcp, without a token."""
+    call = {"name": "search_documents", "arguments": {"query": query, "k": 3}}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": call}
+    headers = {"Accept": "application/json, text/event-stream"}
+    r = httpx.post(base + "/mcp", json=body, headers=headers, timeout=30)
+    assert r.status_code == 200, r.text
+    passages: list[dict[str, Any]] = r.json()["result"]["structuredContent"]["passages"]
+    return passages
+
+
 def test_make_run_serves_the_examples_and_stops_cleanly_on_sigterm(data_dir: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -72,6 +85,9 @@ def test_make_run_serves_the_examples_and_stops_cleanly_on_sigterm(data_dir: Pat
         wait_ready(base, proc)
         hits = httpx.post(base + "/api/search", json={"query": "Kestrel price", "k": 3}).json()
         assert hits and all(h["document_id"].startswith("local/examples:") for h in hits)
+        assert [p["document_id"] for p in mcp_search(base, "Kestrel price")] == [
+            h["document_id"] for h in hits
+        ]
         children += psutil.Process(proc.pid).children(recursive=True)
         assert any("ragkeeper_agent" in " ".join(c.cmdline()) for c in children)
         # pg_ctl daemonises the server: find it by its pid file.
