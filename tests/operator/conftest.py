@@ -52,7 +52,7 @@ async def operator_within_rbac(k8s: Cluster, settings: OperatorSettings) -> Asyn
     """
     async with running_operator(settings) as runtime:
         yield runtime
-    assert_allowed(operator_calls(k8s.api), mode_of(settings.watch_namespaces))
+    assert_allowed(operator_calls(k8s.api.log), mode_of(settings.watch_namespaces))
 
 
 @pytest.fixture

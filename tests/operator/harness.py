@@ -16,7 +16,7 @@ import gzip
 import json
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,13 +63,18 @@ class ApiServer(kmock.KubernetesEmulator):
 
     _last_version = 0
     namespaces: tuple[str, ...] = ("default",)
-    # kmock matches each request against its whole request log (quadratic over a long run);
-    # benchmarks match against a recent window only; tests keep everything.
-    request_history: int | None = None
+    # kmock matches each request against its whole request log (quadratic over a long run),
+    # so it sees a recent window only; ``log`` keeps every request for the tests to count.
+    request_history: int | None = 64
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self._inflight: dict[int, Any] = {}
+
+    @property
+    def log(self) -> Sequence[Any]:
+        """Every request served so far, oldest first (kmock ``Request`` objects)."""
+        return self._requests
 
     def _next_version(self) -> str:
         type(self)._last_version += 1

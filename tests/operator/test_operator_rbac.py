@@ -73,7 +73,7 @@ async def test_the_operator_uses_exactly_the_verbs_the_chart_grants(
     async with operator_within_rbac(k8s, settings):  # fails here on a call not granted
         await everything_the_operator_does(k8s)
 
-    calls = operator_calls(k8s.api)
+    calls = operator_calls(k8s.api.log)
     rules = chart_rbac(mode)
     unused = rules.unused(calls, justified_verbs())
     assert not unused, (

@@ -28,6 +28,7 @@ import kopf
 
 from ragkeeper_operator import builders, drift, policy, status
 from ragkeeper_operator.kube import Conflict, KubeClient, NotFound
+from ragkeeper_operator.lookups import Lookups
 from ragkeeper_operator.metrics import OperatorMetrics
 from ragkeeper_operator.settings import OperatorSettings
 from ragkeeper_operator.spec import (
@@ -163,6 +164,7 @@ class Runtime:
     configuration: Any = None
     kube: KubeClient | None = None
     writer: StatusWriter | None = None
+    lookups: Lookups | None = None
     # resourceVersion of each CronJob as our last drift repair left it (see repair_drift).
     repaired: dict[tuple[str, str], str] = field(default_factory=dict)
     # kopf's in-memory indexes of the DataSources and owned CronJobs its watches hold
@@ -174,6 +176,7 @@ class Runtime:
     def attach(self, kube: KubeClient) -> None:
         self.kube = kube
         self.writer = StatusWriter(kube, self.metrics)
+        self.lookups = Lookups(kube, self.settings.dependency_cache_seconds)
 
     @property
     def api(self) -> KubeClient:
@@ -199,6 +202,12 @@ class Runtime:
         return None
 
     @property
+    def dependencies(self) -> Lookups:
+        if self.lookups is None:
+            raise RuntimeError("the Kubernetes client is not connected yet")
+        return self.lookups
+
+    @property
     def status(self) -> StatusWriter:
         if self.writer is None:
             raise RuntimeError("the Kubernetes client is not connected yet")
@@ -220,7 +229,7 @@ async def _check_secret(
     The grant is checked first, so nothing about a Secret not granted (not even
     whether it has that key) reaches the DataSource's status.
     """
-    info = await rt.api.secret_info(namespace, name)
+    info = await rt.dependencies.secret_info(namespace, name)
     if info is None:
         raise DependencyMissing(
             f"Secret {namespace}/{name} ({why}) does not exist", reason="SecretNotFound"
@@ -276,24 +285,27 @@ async def check_dependencies(rt: Runtime, namespace: str, spec: DataSourceSpec) 
         if isinstance(result, BaseException):
             raise result
     claim = spec.claim_name
-    if claim and not await rt.api.pvc_exists(namespace, claim):
+    if claim and not await rt.dependencies.pvc_exists(namespace, claim):
         raise DependencyMissing(
             f"PersistentVolumeClaim {namespace}/{claim} does not exist",
             reason="VolumeClaimNotFound",
         )
 
 
-async def ensure_cronjob(rt: Runtime, body: Mapping[str, Any], spec: DataSourceSpec) -> str:
-    """Create the owned CronJob, or patch it when it drifted; return what was done."""
-    desired = builders.build_cronjob(body, spec, rt.settings)
+async def ensure_cronjob(
+    rt: Runtime, desired: Mapping[str, Any], existing: Mapping[str, Any] | None
+) -> str:
+    """Create the owned CronJob, or patch it when it drifted; return what was done.
+
+    ``existing`` comes from the index: right after our own create or patch it may lag by one
+    watch event; a create then meets a Conflict (and reads), a patch is repeated with the
+    same content.
+    """
     namespace = desired["metadata"]["namespace"]
     name = desired["metadata"]["name"]
-    # From the index: right after our own create or patch it may lag by one watch event;
-    # a create then meets a Conflict (and reads), a patch is repeated with the same content.
-    existing = await rt.cronjob(namespace, name)
     if existing is None:
         try:
-            await rt.api.create(*CRONJOBS, desired)
+            await rt.api.create(*CRONJOBS, dict(desired))
             return "created"
         except Conflict:
             existing = await rt.api.get(*CRONJOBS, namespace, name)
@@ -303,6 +315,24 @@ async def ensure_cronjob(rt: Runtime, body: Mapping[str, Any], spec: DataSourceS
         return "unchanged"
     await rt.api.patch(*CRONJOBS, namespace, name, drift.cronjob_patch(existing, desired))
     return "updated"
+
+
+def in_force(
+    body: Mapping[str, Any], existing: Mapping[str, Any] | None, desired: Mapping[str, Any]
+) -> bool:
+    """The DataSource is Ready for its current generation and its CronJob matches the spec.
+
+    That Ready was written after the dependencies were checked for this very spec, so a
+    resync (an operator restart) that finds this has nothing to check or write.
+    """
+    ready = status.condition(body.get("status") or {}, status.READY)
+    return (
+        ready is not None
+        and ready.get("status") == "True"
+        and (body.get("status") or {}).get("observedGeneration") == _generation(body)
+        and existing is not None
+        and not drift.cronjob_drifted(existing, desired)
+    )
 
 
 def owner_name(cronjob: Mapping[str, Any]) -> str | None:
@@ -417,26 +447,31 @@ async def converge(rt: Runtime, body: Mapping[str, Any]) -> DataSourceSpec:
     """
     metadata = body.get("metadata") or {}
     namespace, name = str(metadata["namespace"]), str(metadata["name"])
+    cronjob = builders.cronjob_name(name)
     try:
         spec = admit(body, rt.settings)
-        await check_dependencies(rt, namespace, spec)
+        desired = builders.build_cronjob(body, spec, rt.settings)
+        existing = await rt.cronjob(namespace, cronjob)
+        if not in_force(body, existing, desired):
+            await check_dependencies(rt, namespace, spec)
     except (InvalidSpec, DependencyMissing) as exc:
         if exc.stops_cronjob:
             await suspend_refused(rt, body, exc)
         await report_ready(rt, body, ready=False, reason=exc.reason, message=exc.message)
         raise
-    action = await ensure_cronjob(rt, body, spec)
-    cronjob = builders.cronjob_name(name)
-    if action != "unchanged":
-        post_event(body, "Normal", f"CronJob{action.capitalize()}", f"CronJob {cronjob} {action}")
+    action = await ensure_cronjob(rt, desired, existing)
     suffix = " (suspended)" if spec.suspend else ""
-    await report_ready(
+    change = await report_ready(
         rt,
         body,
         ready=True,
         reason="Suspended" if spec.suspend else "CronJobReady",
         message=f"CronJob {cronjob} runs on schedule {spec.schedule!r}{suffix}",
     )
+    # One Event per converge: the Ready transition's (a new DataSource's CronJobReady says
+    # its CronJob runs) or, when Ready did not change, what was done to the CronJob.
+    if action != "unchanged" and not (change and status.transitions(change.before, change.after)):
+        post_event(body, "Normal", f"CronJob{action.capitalize()}", f"CronJob {cronjob} {action}")
     return spec
 
 

@@ -168,6 +168,11 @@ class OperatorSettings(BaseSettings):
     purge_poll_seconds: float = Field(
         default=5.0, gt=0, validation_alias=_env("PURGE_POLL_SECONDS", "purge_poll")
     )
+    # How long one read of a Secret or PVC serves every DataSource that depends on it
+    # (lookups.py); 0 reads them for each DataSource.
+    dependency_cache_seconds: float = Field(
+        default=10.0, ge=0, validation_alias=_env("DEPENDENCY_CACHE_SECONDS")
+    )
     watch_server_timeout_seconds: int = Field(
         default=300, ge=10, validation_alias=_env("WATCH_SERVER_TIMEOUT_SECONDS")
     )
