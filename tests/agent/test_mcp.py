@@ -167,6 +167,22 @@ def metric(text: str, tool: str, outcome: str) -> float:
     return values[0] if values else 0.0
 
 
+@pytest.mark.parametrize(
+    ("query", "refused"),
+    [('"a\\u0000b"', "NUL"), ('"a\\ud800b"', "surrogate"), ("[" * 200 + "]" * 200, "levels deep")],
+)
+async def test_bad_text_in_arguments_is_422(stack: RunningServer, query: str, refused: str) -> None:
+    """The text rule and the depth limit apply to /mcp's body as to every route's."""
+    call = '{"name": "search_documents", "arguments": {"query": ' + query + "}}"
+    body = '{"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": ' + call + "}"
+    headers = {"Accept": "application/json, text/event-stream", **auth("me")}
+    headers["Content-Type"] = "application/json"
+    async with stack.client() as c:
+        r = await c.post("/mcp", content=body.encode(), headers=headers)
+    assert r.status_code == 422 and refused in r.text, r.text
+    assert "query" in r.text or refused == "levels deep"
+
+
 BAD_TOKENS = {
     "none": {},
     "garbage": {"Authorization": "Bearer not.a.jwt"},

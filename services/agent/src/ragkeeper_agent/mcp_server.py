@@ -343,18 +343,20 @@ class MCPEndpoint:
 
     def __init__(self, settings: Settings) -> None:
         self.server = build_mcp_server()
-        # DNS-rebinding protection (Host and Origin checked) only where there is no token to
-        # protect the endpoint: the local stack, AUTH_MODE=disabled, on localhost.
-        local = settings.auth_mode == "disabled"
+        # With a token required, the token protects the endpoint: no Host/Origin checks (the
+        # public host is the Ingress's). Without one (AUTH_MODE=disabled, the local stack) the
+        # SDK checks Host and Origin against localhost when HOST is a loopback address, so a
+        # web page cannot reach the endpoint through DNS rebinding.
+        token_required = settings.auth_mode != "disabled"
         self.server.streamable_http_app(
             streamable_http_path=PATH,
             stateless_http=True,
             json_response=True,
             max_request_body_size=settings.max_request_bytes,
-            transport_security=None
-            if local
-            else TransportSecuritySettings(enable_dns_rebinding_protection=False),
-            host=settings.host if local else "0.0.0.0",  # nosec B104  (not bound: a setting)
+            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False)
+            if token_required
+            else None,
+            host=settings.host,
         )
 
     @asynccontextmanager
