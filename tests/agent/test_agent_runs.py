@@ -22,7 +22,7 @@ from pydantic_ai.messages import (
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.test import TestModel
 
-from ragkeeper_agent.agent import Deps, build_agent
+from ragkeeper_agent.agent import Deps, ToolInputError, build_agent, tabular_rows
 from ragkeeper_agent.app import request_shutdown
 from ragkeeper_agent.extractive import LABEL, PIECE_MAX_CHARS, _pieces, extractive_model
 from ragkeeper_agent.llm import build_model
@@ -43,9 +43,8 @@ def test_model_requests_are_disabled() -> None:
     assert models.ALLOW_MODEL_REQUESTS is False
 
 
-async def test_tools_offered_and_run_under_test_model(
-    seeded: KnowledgeStore, embedder: HashingEmbedder, pool: asyncpg.Pool
-) -> None:
+async def offered_tools(run_deps: Deps) -> list[str]:
+    """The tools the model is offered in a run with ``run_deps``."""
     offered: list[str] = []
 
     def capture(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -54,7 +53,26 @@ async def test_tools_offered_and_run_under_test_model(
 
     agent = build_agent(extractive_model())
     with agent.override(model=FunctionModel(capture)):
-        await agent.run("anything", deps=deps(seeded, embedder, pool))
+        await agent.run("anything", deps=run_deps)
+    return sorted(offered)
+
+
+async def test_sql_tool_is_neither_offered_nor_run_when_off(
+    seeded: KnowledgeStore, embedder: HashingEmbedder, pool: asyncpg.Pool
+) -> None:
+    """SQL_TOOL_ENABLED=false (``Deps.sql_enabled``); the MCP side is in test_mcp.py."""
+    run_deps = deps(seeded, embedder, pool)
+    run_deps.sql_enabled = False
+    assert await offered_tools(run_deps) == ["list_documents", "read_document", "search_documents"]
+    with pytest.raises(ToolInputError, match="SQL_TOOL_ENABLED"):
+        await tabular_rows(run_deps, "SELECT 1")
+
+
+async def test_tools_offered_and_run_under_test_model(
+    seeded: KnowledgeStore, embedder: HashingEmbedder, pool: asyncpg.Pool
+) -> None:
+    offered = await offered_tools(deps(seeded, embedder, pool))
+    agent = build_agent(extractive_model())
     # web_search is hidden without SearXNG/Brave; there is no code-execution tool at all.
     assert sorted(offered) == [
         "list_documents",

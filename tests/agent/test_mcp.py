@@ -308,6 +308,18 @@ async def test_local_stack_searches_without_a_token(ingested: str) -> None:
         assert r.status_code == 421
 
 
+async def test_sql_tool_off_offers_no_query_rows(ingested: str) -> None:
+    """SQL_TOOL_ENABLED=false: query_rows is not offered, and a call of it is an error."""
+    async with (
+        serve(settings_for(ingested, sql_tool_enabled=False)) as srv,
+        mcp_client(srv, auth("me")) as client,
+    ):
+        names = sorted(t.name for t in (await client.list_tools()).tools)
+        refused = await client.call_tool("query_rows", {"sql": "SELECT 1"})
+    assert names == [name for name in TOOLS if name != "query_rows"]
+    assert refused.is_error
+
+
 async def test_mcp_enabled_false_serves_no_endpoint(ingested: str) -> None:
     async with serve(settings_for(ingested, mcp_enabled=False)) as srv, srv.client() as c:
         r = await c.post("/mcp", json=INITIALIZE, headers=auth("me"))

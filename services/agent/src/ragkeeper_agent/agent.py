@@ -101,6 +101,8 @@ class Deps:
     read_max_chars: int = 20_000
     search_cache: SearchCache | None = None
     """The hybrid search's hits cached in Redis (REDIS_URL); None searches every time."""
+    sql_enabled: bool = True
+    """The read-only SQL tool is offered (SQL_TOOL_ENABLED); off, it is neither offered nor run."""
     sources: dict[str, Passage] = field(default_factory=dict)
     """Passages returned so far in this run, by chunk key, for the final citation list."""
 
@@ -258,6 +260,10 @@ async def _only_with_web(ctx: RunContext[Deps], tool_def: ToolDefinition) -> Too
     return tool_def if ctx.deps.web is not None else None
 
 
+async def _only_with_sql(ctx: RunContext[Deps], tool_def: ToolDefinition) -> ToolDefinition | None:
+    return tool_def if ctx.deps.sql_enabled else None
+
+
 MAX_SEARCH_K = 20
 MAX_LIST_LIMIT = 200
 
@@ -313,6 +319,8 @@ async def read_page(
 
 async def tabular_rows(deps: Deps, sql: str) -> str:
     """One read-only SELECT through ``ReadOnlySQL``; a refusal is audited (``sql_refused``)."""
+    if not deps.sql_enabled:
+        raise ToolInputError("the SQL tool is off (SQL_TOOL_ENABLED=false)")
     try:
         rows = await deps.sql.query(sql.strip().rstrip(";"))
     except SQLToolError as exc:
@@ -416,7 +424,7 @@ def agent_tools() -> list[Tool[Deps]]:
         Tool(search_documents, name=SEARCH_TOOL),
         Tool(list_documents),
         Tool(read_document),
-        Tool(query_tabular_rows),
+        Tool(query_tabular_rows, prepare=_only_with_sql),
         Tool(web_search, prepare=_only_with_web),
     ]
 

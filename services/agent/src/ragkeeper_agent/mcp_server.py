@@ -74,8 +74,8 @@ INSTRUCTIONS = """\
 The organisation's documents (ragkeeper). Call `search_documents` first; every passage carries
 its citation (title, url, document_id, chunk). Read more of a document with `get_document`
 (paged by characters) or its resource URI; `list_documents` shows what exists; `query_rows`
-runs read-only SQL over the rows of spreadsheets and CSV files. Cite the title and URL of what
-you use, and say so when the documents do not answer a question.
+(when offered) runs read-only SQL over the rows of spreadsheets and CSV files. Cite the title
+and URL of what you use, and say so when the documents do not answer a question.
 """
 
 
@@ -308,13 +308,16 @@ def _resource(doc: DocumentSummary) -> Resource:
     )
 
 
-def build_mcp_server() -> KnowledgeMCP:
-    """The tools and the document resource template."""
+def build_mcp_server(*, sql: bool = True) -> KnowledgeMCP:
+    """The tools and the document resource template; ``query_rows`` only with ``sql``
+    (SQL_TOOL_ENABLED), as the agent offers its SQL tool."""
     server = KnowledgeMCP(
         name="ragkeeper", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING"
     )
-    for tool in (search_documents, list_documents, get_document, query_rows):
-        server.add_tool(tool, structured_output=tool is not query_rows)
+    for tool in (search_documents, list_documents, get_document):
+        server.add_tool(tool, structured_output=True)
+    if sql:
+        server.add_tool(query_rows, structured_output=False)
     server.resource(
         DOCUMENT_URI,
         name="document",
@@ -342,7 +345,7 @@ class MCPEndpoint:
     body replayed) to the SDK's session manager."""
 
     def __init__(self, settings: Settings) -> None:
-        self.server = build_mcp_server()
+        self.server = build_mcp_server(sql=settings.sql_tool_enabled)
         # With a token required, the token protects the endpoint: no Host/Origin checks (the
         # public host is the Ingress's). Without one (AUTH_MODE=disabled, the local stack) the
         # SDK checks Host and Origin against localhost when HOST is a loopback address, so a

@@ -80,6 +80,7 @@ class Services:
             rerank_candidates=self.settings.rerank.candidates,
             read_max_chars=self.settings.read_document_max_chars,
             search_cache=self.search_cache,
+            sql_enabled=self.settings.sql_tool_enabled,
         )
 
     async def check_embedding_model(self) -> None:

@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     """Model requests per turn (tool loops included) before the run is stopped."""
 
     # --- tools
+    sql_tool_enabled: bool = True
+    """Offer the read-only SQL tool over tabular rows (the agent's ``query_tabular_rows``, the
+    MCP endpoint's ``query_rows``); false: neither is offered."""
     sql_statement_timeout_ms: int = Field(default=3000, ge=100)
     sql_max_rows: int = Field(default=200, ge=1, le=1000)
     read_document_max_chars: int = Field(default=20_000, ge=1000)
