@@ -308,7 +308,7 @@ async def read_page(
     deps: Deps, document_id: str, offset: int = 0, limit: int | None = None
 ) -> DocumentPage:
     """``limit`` characters (at most READ_DOCUMENT_MAX_CHARS) of a document from ``offset``."""
-    size = min(limit or deps.read_max_chars, deps.read_max_chars)
+    size = max(1, min(limit or deps.read_max_chars, deps.read_max_chars))
     doc = await deps.store.read_document(document_id, max_chars=max(0, offset) + size)
     if doc is None:
         raise ToolInputError(f"no document with id {document_id!r}; use list_documents")

@@ -134,10 +134,15 @@ def page_out(page: DocumentPage) -> DocumentPageOut:
     )
 
 
-def _caller(ctx: Context) -> Caller:
-    request = ctx.request_context.request
+def caller_of(request: object) -> Caller | None:
+    """What :class:`MCPEndpoint` put in the HTTP request's scope (None off that path)."""
     caller = request.scope.get(_CALLER) if isinstance(request, Request) else None
-    if not isinstance(caller, Caller):
+    return caller if isinstance(caller, Caller) else None
+
+
+def _caller(ctx: Context) -> Caller:
+    caller = caller_of(ctx.request_context.request)
+    if caller is None:
         raise ToolError("not called through /mcp")
     return caller
 
@@ -286,9 +291,8 @@ class KnowledgeMCP(MCPServer[Any]):
     async def _handle_list_resources(
         self, ctx: Any, params: PaginatedRequestParams | None
     ) -> ListResourcesResult:
-        request = ctx.request
-        caller = request.scope.get(_CALLER) if isinstance(request, Request) else None
-        if not isinstance(caller, Caller):
+        caller = caller_of(ctx.request)
+        if caller is None:
             return ListResourcesResult(resources=[])
         cursor = params.cursor if params is not None else None
         offset = int(cursor) if cursor and cursor.isdigit() else 0
