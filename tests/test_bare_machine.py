@@ -162,4 +162,5 @@ def _install_tools_as_nobody(tmp_path: Path) -> None:
     assert (
         "chromium" in lines[0] and "prometheus" in lines[0] and "sudo apt-get install" in lines[0]
     )
+    assert "tesseract-ocr tesseract-ocr-eng" in lines[0]
     assert list((tools / "bin").iterdir()) == []  # stopped before installing anything

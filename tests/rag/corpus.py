@@ -6,6 +6,9 @@ import csv
 import io
 import random
 from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
 
 WORDS = [
     "policy",
@@ -81,6 +84,48 @@ def pdf_bytes(lines: list[str]) -> bytes:
     out.write(
         f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
     )
+    return out.getvalue()
+
+
+def _wrap(text: str, font: Any, width: int) -> list[str]:
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        candidate = f"{line} {word}".strip()
+        if font.getlength(candidate) <= width or not line:
+            line = candidate
+        else:
+            lines.append(line)
+            line = word
+    return [*lines, line] if line else lines
+
+
+def render(paragraphs: list[str], *, width: int, size: int, margin: int = 60) -> Image.Image:
+    """Black text on a white page, paragraphs separated by a blank line."""
+    font = ImageFont.load_default(size=size)  # bundled with Pillow: no font files
+    lines: list[str] = []
+    for paragraph in paragraphs:
+        lines += [*_wrap(paragraph, font, width - 2 * margin), ""]
+    step = int(size * 1.5)
+    image = Image.new("L", (width, 2 * margin + step * len(lines)), 255)
+    draw = ImageDraw.Draw(image)
+    for number, line in enumerate(lines):
+        draw.text((margin, margin + number * step), line, fill=0, font=font)
+    return image
+
+
+def image_bytes(paragraphs: list[str], fmt: str = "PNG", *, width: int = 1400) -> bytes:
+    """Rendered text as an image file (PNG, JPEG, WEBP), as a scan or screenshot holds it."""
+    out = io.BytesIO()
+    image = render(paragraphs, width=width, size=32)
+    image.save(out, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    return out.getvalue()
+
+
+def scanned_pdf_bytes(paragraphs: list[str]) -> bytes:
+    """A one-page PDF whose page is only an image of the text (no text layer)."""
+    out = io.BytesIO()
+    render(paragraphs, width=1400, size=32).convert("RGB").save(out, format="PDF", resolution=200.0)
     return out.getvalue()
 
 

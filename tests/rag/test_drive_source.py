@@ -31,7 +31,7 @@ async def test_first_scan_lists_every_level_and_resolves_shortcuts(fake: DriveFa
     doc = fake.add_doc("Travel", deep, "# Travel\nbook early")
     sheet = fake.add_sheet("Budget", deep, {"Q1": [["item", "eur"], ["laptop", 900]]})
     slides = fake.add_slides("Kickoff", sub, "slide one")
-    fake.add_file("photo.png", root, b"\x89PNG")  # no extractor: not listed
+    fake.add_file("backup.zip", root, b"PK\x05\x06")  # no extractor: not listed
     fake.add_native("Survey", root, FORM)  # no useful export: not listed
     target = fake.add_file("shared.txt", outside, "reached through a shortcut")
     fake.add_shortcut("shared link.txt", root, target)

@@ -19,6 +19,7 @@ from ragkeeper_rag.extraction import (
     SUPPORTED_EXTENSIONS,
     Extracted,
     ExtractionError,
+    Page,
     extract,
     tabular,
 )
@@ -47,6 +48,7 @@ def refused(data: bytes, extension: str) -> ExtractionError:
 def test_supported_extensions_match_the_contract() -> None:
     assert {
         "txt", "md", "markdown", "html", "htm", "pdf", "docx", "csv", "tsv", "xlsx",
+        "png", "jpg", "jpeg", "webp",
     } == SUPPORTED_EXTENSIONS  # fmt: skip
 
 
@@ -235,7 +237,10 @@ def test_extract_pdf_pages_in_order_with_metadata_title() -> None:
     )
     result = extract(data, "pdf")
     assert result == Extracted(
-        text="Kestrel datasheet\nVoltage 24 V\n\nWarranty two years", title="Kestrel", tables=[]
+        text="Kestrel datasheet\nVoltage 24 V\n\nWarranty two years",
+        title="Kestrel",
+        tables=[],
+        pages=(Page(1, 0, 30, ocr=False), Page(2, 32, 50, ocr=False)),
     )
 
 

@@ -185,6 +185,17 @@ class RagSettings(BaseSettings):
         validation_alias=AliasChoices("RAG_FILE_TIMEOUT_SECONDS", "file_timeout_seconds"),
     )
 
+    # OCR of PNG/JPEG/WebP files and of PDF pages without a text layer (tesseract; docs/ocr.md)
+    ocr_enabled: bool = Field(
+        DEFAULT_LIMITS.ocr_enabled,
+        validation_alias=AliasChoices("RAG_OCR_ENABLED", "ocr_enabled"),
+    )
+    ocr_max_pixels: int = Field(
+        DEFAULT_LIMITS.ocr_max_pixels,
+        gt=0,
+        validation_alias=AliasChoices("RAG_OCR_MAX_PIXELS", "ocr_max_pixels"),
+    )
+
     # the embedder (EMBEDDING_* or the config file's [embedding] table); the agent reads the same
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
 
@@ -206,6 +217,8 @@ class RagSettings(BaseSettings):
             max_chunks=self.max_chunks_per_file,
             worker_memory_bytes=self.worker_memory_bytes,
             file_timeout_seconds=self.file_timeout_seconds,
+            ocr_enabled=self.ocr_enabled,
+            ocr_max_pixels=self.ocr_max_pixels,
         )
 
     @classmethod

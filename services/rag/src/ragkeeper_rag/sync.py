@@ -43,6 +43,7 @@ import asyncpg
 from ragkeeper_knowledge import ChunkWrite, DocumentWrite, KnowledgeStore, RowWrite, StoredVersion
 from ragkeeper_knowledge.embedding import Embedder, ensure_dimension
 
+from .chunking import ChunkPiece
 from .errors import FileSkipped, Interrupted, TransientError
 from .extraction import DEFAULT_LIMITS, Extracted, ExtractionLimits
 from .sources.base import ScanResult, Source, SourceFile
@@ -121,6 +122,35 @@ def _embedding_input(title: str | None, heading: str | None, text: str) -> str:
     """
     context = " > ".join(part for part in (title, heading) if part)
     return f"{context}\n\n{text}" if context else text
+
+
+def _chunks(
+    f: SourceFile, extracted: Extracted, pieces: list[ChunkPiece]
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """(text, hash of the embedding input, metadata) of each piece of one file.
+
+    A piece of a PDF cites the page it starts on (``page``); a piece of text recognised in
+    pixels (an image, a scanned page) says so (``ocr``).
+    """
+    title = extracted.title or f.title
+    chunks = []
+    for p in pieces:
+        meta: dict[str, Any] = {
+            "title": title,
+            "source": f.path,
+            "url": f.url,
+            "position": p.index,
+            "heading": p.heading,
+            "char_start": p.char_start,
+            "mime_type": f.mime_type,
+        }
+        page = extracted.page_at(p.char_start)
+        if page is not None and page.number is not None:
+            meta["page"] = page.number
+        if page is not None and page.ocr:
+            meta["ocr"] = True
+        chunks.append((p.text, sha256(_embedding_input(extracted.title, p.heading, p.text)), meta))
+    return chunks
 
 
 async def _settle(task: asyncio.Task[Any] | None) -> None:
@@ -359,24 +389,7 @@ class SyncEngine:
                 except FileSkipped as exc:
                     stats.add_error(f.path, str(exc))
                     return None
-                title = extracted.title or f.title
-                chunks = [
-                    (
-                        p.text,
-                        sha256(_embedding_input(extracted.title, p.heading, p.text)),
-                        {
-                            "title": title,
-                            "source": f.path,
-                            "url": f.url,
-                            "position": p.index,
-                            "heading": p.heading,
-                            "char_start": p.char_start,
-                            "mime_type": f.mime_type,
-                        },
-                    )
-                    for p in pieces
-                ]
-                return _Prepared(f, digest, extracted, chunks)
+                return _Prepared(f, digest, extracted, _chunks(f, extracted, pieces))
 
         return [p for p in await asyncio.gather(*(prepare(f) for f in files)) if p]
 

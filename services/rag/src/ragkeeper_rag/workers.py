@@ -19,7 +19,8 @@ the culprit: it is reported and skipped. The run goes on either way.
 
 A thread extracts only what cannot blow up: in a small run (or with one worker), small
 plain-text files (``THREAD_EXTENSIONS`` up to ``THREAD_MAX_BYTES``) skip the pool's
-start-up cost; PDF, DOCX, XLSX and any larger file still go to a worker process.
+start-up cost; PDF, DOCX, XLSX, images (OCR) and any larger file still go to a worker
+process.
 
 The ``forkserver`` start method is used: workers are forked from a clean
 single-threaded server rather than from the job, whose event loop and connection

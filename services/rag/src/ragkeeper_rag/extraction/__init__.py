@@ -26,8 +26,12 @@ Exceptions::
         │                   corrupt or password-protected PDF, broken DOCX/XLSX
         └── LimitExceeded   over a per-file cap; the reason names its RAG_* setting
 
+PDFs and images also say where each page's text lies (``Extracted.pages``), so a chunk
+cites its page; ``extract_file`` returns a file's text as ``Section``s, one per page.
+
 Per-format modules: ``text`` (txt, md, html), ``office`` (pdf, docx),
-``tabular`` (csv, tsv, xlsx); ``archive`` checks zip-based formats.
+``tabular`` (csv, tsv, xlsx), ``ocr`` (png, jpg, jpeg, webp, and scanned PDF pages);
+``archive`` checks zip-based formats.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ragkeeper_rag.extraction.archive import check_archive
@@ -44,24 +49,32 @@ from ragkeeper_rag.extraction.model import (
     ExtractionError,
     ExtractionLimits,
     LimitExceeded,
+    Page,
+    Section,
     Table,
     check_text_length,
     one_line,
 )
+from ragkeeper_rag.extraction.ocr import IMAGE_EXTENSIONS, extract_image
 from ragkeeper_rag.extraction.office import extract_docx, extract_pdf
 from ragkeeper_rag.extraction.tabular import extract_csv, extract_tsv, extract_xlsx
 from ragkeeper_rag.extraction.text import extract_html, extract_markdown, extract_txt
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "IMAGE_EXTENSIONS",
+    "MIME_EXTENSIONS",
     "SUPPORTED_EXTENSIONS",
     "ZIP_EXTENSIONS",
     "Extracted",
     "ExtractionError",
     "ExtractionLimits",
     "LimitExceeded",
+    "Page",
+    "Section",
     "Table",
     "extract",
+    "extract_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,12 +98,29 @@ _EXTRACTORS: dict[str, tuple[str, Extractor]] = {
     "csv": ("malformed CSV", extract_csv),
     "tsv": ("malformed TSV", extract_tsv),
     "xlsx": ("corrupt XLSX", extract_xlsx),
+    **dict.fromkeys(sorted(IMAGE_EXTENSIONS), ("unreadable image", extract_image)),
 }
 """Extension -> (how a failure is described in the one-line reason, extractor)."""
 
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(_EXTRACTORS)
 ZIP_EXTENSIONS: frozenset[str] = frozenset({"docx", "xlsx"})
 """Formats that are zip archives: measured by ``archive.check_archive`` before parsing."""
+
+MIME_EXTENSIONS: dict[str, str] = {
+    "text/plain": "txt",
+    "text/markdown": "md",
+    "text/x-markdown": "md",
+    "text/html": "html",
+    "application/pdf": "pdf",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+    "text/csv": "csv",
+    "text/tab-separated-values": "tsv",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+}
+"""The extension that picks the extractor for a file known by its MIME type."""
 
 
 def extract(data: bytes, extension: str, limits: ExtractionLimits = DEFAULT_LIMITS) -> Extracted:
@@ -127,6 +157,26 @@ def extract(data: bytes, extension: str, limits: ExtractionLimits = DEFAULT_LIMI
     return _sanitised(result)
 
 
+def extract_file(
+    source: bytes | Path, kind: str, limits: ExtractionLimits = DEFAULT_LIMITS
+) -> list[Section]:
+    """A file's text by citation: one ``Section`` per PDF page or image, else one in all.
+
+    Args:
+        source: the file's bytes, or its path.
+        kind: a MIME type (``image/png``, parameters ignored) or an extension (``pdf``).
+        limits: as for ``extract``, which does the work and raises the same errors.
+    """
+    data = source.read_bytes() if isinstance(source, Path) else source
+    extension = kind
+    if "/" in kind:
+        mime = kind.split(";", 1)[0].strip().lower()
+        extension = MIME_EXTENSIONS.get(mime, "")
+        if not extension:
+            raise ExtractionError(f"unsupported format: {mime!r}")
+    return extract(data, extension, limits).sections()
+
+
 def _sanitised(result: Extracted) -> Extracted:
     tables = [
         dataclasses.replace(
@@ -137,7 +187,25 @@ def _sanitised(result: Extracted) -> Extracted:
         for table in result.tables
     ]
     title = _clean(result.title).strip() if result.title else None
-    return Extracted(text=_clean(result.text), title=title or None, tables=tables)
+    text, pages = _clean_pages(result.text, result.pages)
+    return Extracted(text=text, title=title or None, tables=tables, pages=pages)
+
+
+def _clean_pages(text: str, pages: tuple[Page, ...]) -> tuple[str, tuple[Page, ...]]:
+    """``_clean`` of the text, part by part so each page's offsets follow the cleaning."""
+    if not pages:
+        return _clean(text), pages
+    parts: list[str] = []
+    spans: list[Page] = []
+    offset = previous = 0
+    for page in pages:
+        gap, body = _clean(text[previous : page.start]), _clean(text[page.start : page.end])
+        start = offset + len(gap)
+        spans.append(dataclasses.replace(page, start=start, end=start + len(body)))
+        parts += [gap, body]
+        offset, previous = start + len(body), page.end
+    parts.append(_clean(text[previous:]))
+    return "".join(parts), tuple(spans)
 
 
 def _clean(text: str) -> str:

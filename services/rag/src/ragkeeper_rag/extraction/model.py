@@ -10,6 +10,7 @@ and the reason names the setting of the cap.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,30 @@ class Table:
 
 
 @dataclass(frozen=True, slots=True)
+class Page:
+    """Where one cited part of ``Extracted.text`` lies: a PDF page, or an image's text."""
+
+    number: int | None
+    """1-based PDF page; ``None`` for an image (the file itself is the citation)."""
+    start: int
+    """Offset of the part in ``Extracted.text``."""
+    end: int
+    """Offset just past the part."""
+    ocr: bool
+    """Whether the text was recognised in pixels (OCR) rather than read from a text layer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A part of a file with its own citation: what ``extract_file`` returns."""
+
+    text: str
+    page: int | None
+    """1-based PDF page, or ``None`` (an image, or a format without pages)."""
+    ocr: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Extracted:
     """What a file says, ready for chunking (and, for tabular files, for ``document_rows``)."""
 
@@ -43,6 +68,19 @@ class Extracted:
     """From the document itself when it has one (HTML title, first H1, DOCX/PDF metadata)."""
     tables: list[Table]
     """Tabular files only (CSV, TSV, XLSX); empty otherwise."""
+    pages: tuple[Page, ...] = ()
+    """PDFs and images: the parts of ``text`` by page, in order; empty for other formats."""
+
+    def page_at(self, offset: int) -> Page | None:
+        """The page holding ``offset`` of ``text`` (the last one starting at or before it)."""
+        index = bisect.bisect_right(self.pages, offset, key=lambda page: page.start)
+        return self.pages[index - 1] if index else None
+
+    def sections(self) -> list[Section]:
+        """The text by citation: one section per page, or the whole text as one."""
+        if not self.pages:
+            return [Section(self.text, None, ocr=False)] if self.text else []
+        return [Section(self.text[p.start : p.end], p.number, p.ocr) for p in self.pages]
 
 
 class ExtractionError(FileSkipped):
@@ -62,8 +100,9 @@ def one_line(exc: BaseException) -> str:
 class ExtractionLimits:
     """Per-file caps against decompression bombs (``RAG_*`` settings, docs/architecture.md).
 
-    The first six bound what one file may turn into; the last two bound the worker
-    process that extracts it (``workers.py``).
+    The first seven bound what one file may turn into; the next two bound the worker
+    process that extracts it (``workers.py``); the last two say whether and up to which
+    image size pixels are OCR'd (``ocr.py``).
     """
 
     max_uncompressed_bytes: int = 256 * MIB
@@ -84,6 +123,10 @@ class ExtractionLimits:
     """Address space (``RLIMIT_AS``) of an extraction worker process; 0 = unlimited."""
     file_timeout_seconds: float = 300.0
     """Wall-clock seconds one file may take in a worker before the worker is killed."""
+    ocr_enabled: bool = True
+    """PNG/JPEG/WebP files and PDF pages without a text layer are OCR'd (tesseract)."""
+    ocr_max_pixels: int = 40_000_000
+    """Images (files, and images on a PDF page) larger than this many pixels are refused."""
 
 
 DEFAULT_LIMITS = ExtractionLimits()

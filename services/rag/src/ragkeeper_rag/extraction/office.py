@@ -9,7 +9,9 @@ A page whose text cannot be extracted is skipped with a warning; a PDF where
 every page fails is an error. A PDF with more pages than ``max_pages`` is refused
 before any page is read, and reading stops as soon as the text exceeds
 ``max_text_chars`` (a few KB of PDF can repeat one content stream on thousands of
-pages). The DOCX archive is measured before parsing (``archive.check_archive``).
+pages). A page without a text layer (a scan) is OCR'd (``ocr.py``) when OCR is on;
+the result's ``pages`` say where each page's text lies and which were OCR'd, so
+chunks cite their page. The DOCX archive is measured before parsing (``archive.check_archive``).
 
 DOCX body content is read in document order (paragraphs and tables
 interleaved). Heading styles become ``#`` levels; when the document uses the
@@ -37,9 +39,11 @@ from ragkeeper_rag.extraction.model import (
     ExtractionError,
     ExtractionLimits,
     LimitExceeded,
+    Page,
     check_text_length,
     one_line,
 )
+from ragkeeper_rag.extraction.ocr import ocr_pdf_page
 
 log = logging.getLogger(__name__)
 
@@ -64,24 +68,45 @@ def extract_pdf(data: bytes, limits: ExtractionLimits = DEFAULT_LIMITS) -> Extra
     total = len(reader.pages)
     if total > limits.max_pages:
         raise LimitExceeded.of(f"{total} pages", "RAG_MAX_PAGES_PER_FILE", limits.max_pages)
-    pages = _page_texts(reader, total, limits)
-    return Extracted(text="\n\n".join(pages), title=_pdf_title(reader), tables=[])
+    text, pages = _joined(_page_texts(reader, total, limits))
+    return Extracted(text=text, title=_pdf_title(reader), tables=[], pages=pages)
 
 
-def _page_texts(reader: PdfReader, total: int, limits: ExtractionLimits) -> list[str]:
-    """The non-blank text of each page; unreadable pages are skipped (all unreadable: error)."""
-    pages: list[str] = []
+def _joined(pages: list[tuple[int, str, bool]]) -> tuple[str, tuple[Page, ...]]:
+    """Page texts separated by blank lines, and where each page lies in the result."""
+    spans: list[Page] = []
+    offset = 0
+    for number, text, ocr in pages:
+        spans.append(Page(number, offset, offset + len(text), ocr))
+        offset += len(text) + 2
+    return "\n\n".join(text for _, text, _ in pages), tuple(spans)
+
+
+def _page_texts(
+    reader: PdfReader, total: int, limits: ExtractionLimits
+) -> list[tuple[int, str, bool]]:
+    """(page number, text, OCR'd) of each non-blank page; unreadable pages are skipped.
+
+    A page without a text layer is OCR'd when ``limits.ocr_enabled`` (its images'
+    text). Every page unreadable is an error.
+    """
+    pages: list[tuple[int, str, bool]] = []
     failures: list[str] = []
     chars = 0
     for number, page in enumerate(reader.pages, 1):
         try:
-            text = page.extract_text()
+            text = page.extract_text().strip()
+            ocr = not text and limits.ocr_enabled
+            if ocr:
+                text = ocr_pdf_page(page, limits)
+        except (ExtractionError, MemoryError):
+            raise  # a page over a cap, no OCR engine, out of memory: the file is refused
         except Exception as exc:  # one bad page must not lose the others
             failures.append(f"page {number}: {one_line(exc)}")
             continue
-        if text.strip():
-            pages.append(text.strip())
-            chars += len(pages[-1]) + 2
+        if text:
+            pages.append((number, text, ocr))
+            chars += len(text) + 2
             check_text_length(chars, limits)
     if failures:
         if len(failures) == total:

@@ -4,7 +4,8 @@ Google-native files have no bytes of their own: a Doc is exported as Markdown
 (headings and tables survive as text; DOCX when Markdown export is refused), a
 Sheet as XLSX (every sheet, so the engine's XLSX extractor writes rows per sheet
 into ``document_rows``), a Slides deck as plain text. Other files are downloaded
-as they are when the engine can extract their format; images, videos, archives
+as they are when the engine can extract their format (PNG, JPEG and WebP images
+and scanned PDFs included: they are OCR'd); videos, archives, other image formats
 and native types without a useful export (Forms, Sites, Drawings...) are left
 out of listings instead of failing every run.
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ragkeeper_rag.extraction import SUPPORTED_EXTENSIONS
+from ragkeeper_rag.extraction import MIME_EXTENSIONS, SUPPORTED_EXTENSIONS
 from ragkeeper_rag.sources.base import SourceFile
 
 FOLDER = "application/vnd.google-apps.folder"
@@ -51,17 +52,7 @@ EXPORTS: dict[str, tuple[Export, ...]] = {
 }
 """Export formats per native type, preferred first."""
 
-DOWNLOAD_EXTENSIONS: dict[str, str] = {
-    "text/plain": "txt",
-    "text/markdown": "md",
-    "text/x-markdown": "md",
-    "text/html": "html",
-    "application/pdf": "pdf",
-    DOCX: "docx",
-    "text/csv": "csv",
-    "text/tab-separated-values": "tsv",
-    XLSX: "xlsx",
-}
+DOWNLOAD_EXTENSIONS: dict[str, str] = MIME_EXTENSIONS
 """Stored (non-native) formats the engine extracts, by MIME type."""
 
 
