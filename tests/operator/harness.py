@@ -150,6 +150,41 @@ class ApiServer(kmock.KubernetesEmulator):
             return await self._serve_namespaces(raw_request)
         return await super().__call__(raw_request)
 
+    # kmock finds the object of a get/create/patch/delete by scanning every stored object of
+    # every resource: O(objects) per request, quadratic over a run with thousands of objects.
+    # The key is known, so look it up; anything unusual falls back to kmock's own path.
+    def _stored(self, request: Any, namespace: str | None, name: str | None) -> Any:
+        key = (request.resource, namespace, name)
+        if request.resource is None or name is None or key not in self._objects:
+            return None
+        return self._objects[key]
+
+    async def _serve_fetch(self, request: Any) -> Any:
+        obj = self._stored(request, request.namespace, request.name)
+        if obj is None or obj.deleted:
+            return await super()._serve_fetch(request)
+        return obj.raw
+
+    async def _serve_create(self, request: Any) -> Any:
+        meta = (request.data or {}).get("metadata") or {}
+        namespace = request.namespace or meta.get("namespace")
+        obj = self._stored(request, namespace, request.name or meta.get("name"))
+        if obj is None:
+            return await super()._serve_create(request)
+        return obj.raw
+
+    async def _serve_update(self, request: Any) -> Any:
+        obj = self._stored(request, request.namespace, request.name)
+        if obj is None:
+            return await super()._serve_update(request)
+        return obj.last.raw
+
+    async def _serve_delete(self, request: Any) -> Any:
+        obj = self._stored(request, request.namespace, request.name)
+        if obj is None:
+            return await super()._serve_delete(request)
+        return obj.last.raw
+
     def __iter__(self) -> Any:
         # Every request is matched against the request log; a window (plus the requests
         # still being served) keeps that cheap.

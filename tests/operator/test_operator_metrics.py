@@ -46,11 +46,20 @@ def test_readiness_counts_and_forget() -> None:
     assert metrics.datasources.labels(ready="true")._value.get() == 1
     assert metrics.datasources.labels(ready="false")._value.get() == 1
 
+    # Flips and repeats move the counts by what changed (they are kept, not recounted).
+    metrics.set_ready("docs", "handbook", True)
+    metrics.set_ready("docs", "handbook", True)
+    assert metrics.datasources.labels(ready="true")._value.get() == 2
+    metrics.set_ready("docs", "handbook", False)
+    assert metrics.datasources.labels(ready="false")._value.get() == 1
+
     metrics.forget("docs", "team-docs")
+    metrics.forget("docs", "never-seen")
 
     text = metrics.render().decode()
     assert 'datasource="team-docs"' not in text
     assert metrics.datasources.labels(ready="true")._value.get() == 0
+    assert metrics.datasources.labels(ready="false")._value.get() == 1
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -41,31 +41,12 @@ OWNED_PODS: dict[str, Any] = {
 SYNC_FIELD = ("metadata", "annotations", builders.SYNC_REQUEST_ANNOTATION)
 
 
-def _runtime(memo: Any, kwargs: dict[str, Any] | None = None) -> Runtime:
-    """The shared ``Runtime``; ``kwargs`` (a handler's) hand it kopf's indexes."""
+def _runtime(memo: Any) -> Runtime:
+    """The shared ``Runtime``."""
     runtime = memo.get("runtime") if hasattr(memo, "get") else None
     if not isinstance(runtime, Runtime):
         raise kopf.PermanentError("the operator was started without memo.runtime")
-    if kwargs:
-        runtime.datasource_index = kwargs.get("datasource_index", runtime.datasource_index)
-        runtime.cronjob_index = kwargs.get("cronjob_index", runtime.cronjob_index)
     return runtime
-
-
-def _snapshot(body: kopf.Body) -> dict[str, Any]:
-    return {key: body[key] for key in body}
-
-
-@kopf.index(*DS)
-def datasource_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
-    """Every DataSource as the watch holds it, by (namespace, name): read without a GET."""
-    return {(namespace, name): _snapshot(body)}
-
-
-@kopf.index("batch", "v1", "cronjobs", labels=MANAGED)
-def cronjob_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
-    """Every owned CronJob as the watch holds it, by (namespace, name)."""
-    return {(namespace, name): _snapshot(body)}
 
 
 def configure_kopf(settings: OperatorSettings) -> kopf.OperatorSettings:
@@ -110,7 +91,8 @@ def configure_kopf(settings: OperatorSettings) -> kopf.OperatorSettings:
 
 @kopf.on.startup()
 async def connect(memo: kopf.Memo, **_: Any) -> None:
-    """Open the API client once; handlers share it through ``memo.runtime``. With
+    """Open the API client once; handlers share it through ``memo.runtime``. List the
+    DataSources and owned CronJobs once (``watched.py``); the watches keep them current. With
     ``PEERING_NAME``, create the peering object kopf needs but never creates (``peering.py``)."""
     runtime = _runtime(memo)
     if runtime.configuration is None:
@@ -118,6 +100,7 @@ async def connect(memo: kopf.Memo, **_: Any) -> None:
     if runtime.kube is None:
         runtime.attach(KubeClient(runtime.configuration))
     await ensure_peering(runtime.api, runtime.settings)
+    await runtime.prime()
 
 
 @kopf.on.login()
@@ -139,9 +122,9 @@ async def disconnect(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.resume(*DS)
 @kopf.on.create(*DS)
 @kopf.on.update(*DS, field="spec")
-async def reconcile_datasource(body: kopf.Body, retry: int, memo: kopf.Memo, **kw: Any) -> None:
+async def reconcile_datasource(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
     """Converge the DataSource's CronJob; record Ready and retry what can heal."""
-    runtime = _runtime(memo, kw)
+    runtime = _runtime(memo)
     metrics = runtime.metrics
     with metrics.reconciling():
         try:
@@ -202,11 +185,16 @@ async def purge_datasource(
 
 @kopf.on.event(*DS)
 async def datasource_event(
-    type: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+    type: str, body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    """Forget the metrics of a DataSource that is gone (any deletion policy)."""
-    if type == "DELETED" and namespace:
-        _runtime(memo).metrics.forget(namespace, name)
+    """Keep the watched DataSources current; forget the metrics of one that is gone."""
+    runtime = _runtime(memo)
+    if type == "DELETED":
+        runtime.datasources.drop(namespace or "", name)
+        if namespace:
+            runtime.metrics.forget(namespace, name)
+        return
+    runtime.datasources.put(body)
 
 
 @kopf.on.event("v1", "pods", labels=OWNED_PODS)
@@ -238,13 +226,18 @@ async def cronjob_event(
     namespace: str | None,
     labels: kopf.Labels,
     memo: kopf.Memo,
-    **kw: Any,
+    **_: Any,
 ) -> None:
-    """Mirror ``lastScheduleTime``; re-create the CronJob if someone deleted it."""
+    """Keep the watched CronJobs current; mirror ``lastScheduleTime``; re-create the
+    CronJob if someone deleted it."""
+    rt = _runtime(memo)
+    if type == "DELETED":
+        rt.cronjobs.drop(namespace or "", body.metadata.name or "")
+    else:
+        rt.cronjobs.put(body)
     datasource = labels.get(builders.DATASOURCE_LABEL)
     if not datasource or not namespace:
         return
-    rt = _runtime(memo, kw)
     try:
         if type != "DELETED":
             await reconcile.record_schedule(rt, namespace, datasource, body)
@@ -260,7 +253,7 @@ async def cronjob_event(
 
 @kopf.on.event("batch", "v1", "cronjobs", labels=MANAGED)
 async def cronjob_drift(
-    type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **kw: Any
+    type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
     """Someone edited an owned CronJob: patch it back and post ``CronJobDriftRepaired``.
 
@@ -269,7 +262,7 @@ async def cronjob_drift(
     if type == "DELETED" or not namespace:
         return
     try:
-        await reconcile.repair_drift(_runtime(memo, kw), namespace, body)
+        await reconcile.repair_drift(_runtime(memo), namespace, body)
     except (KubeError, DependencyMissing) as exc:
         name = body.metadata.name
         logger.warning("drift of CronJob %s/%s not repaired: %s", namespace, name, exc)

@@ -117,13 +117,19 @@ class KubeClient:
         path: str,
         body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         content_type: str = "application/json",
+        query: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Send one request; raise ``KubeError`` (or a subclass) on a non-2xx answer."""
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
         method_, url, headers_, body_, _ = await self._api.param_serialize(
-            method, path, header_params=headers, body=body, auth_settings=["BearerToken"]
+            method,
+            path,
+            query_params=list((query or {}).items()) or None,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
         )
         response = await self._api.call_api(method_, url, headers_, body_)
         raw: bytes = await cast(_Untyped, response.read)()
@@ -145,6 +151,29 @@ class KubeClient:
             return await self.request("GET", _path(group, version, plural, namespace, name))
         except NotFound:
             return None
+
+    async def list(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str | None,
+        *,
+        selector: str | None = None,
+        page: int = 500,
+    ) -> list[dict[str, Any]]:
+        """Every object of a resource in one namespace (``None``: all), page by page."""
+        root = f"/api/{version}" if not group else f"/apis/{group}/{version}"
+        path = f"{root}/namespaces/{namespace}/{plural}" if namespace else f"{root}/{plural}"
+        query = {"limit": str(page), **({"labelSelector": selector} if selector else {})}
+        items: list[dict[str, Any]] = []
+        while True:
+            answer = await self.request("GET", path, query=query)
+            items.extend(answer.get("items") or [])
+            token = (answer.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            query["continue"] = str(token)
 
     async def create(
         self, group: str, version: str, plural: str, body: Mapping[str, Any]

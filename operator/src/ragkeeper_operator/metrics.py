@@ -54,6 +54,7 @@ class OperatorMetrics:
         self._add_datasource_metrics()
         self._lock = threading.Lock()
         self._readiness: dict[tuple[str, str], bool] = {}
+        self._ready_count = 0  # how many values of _readiness are True, kept as they change
         for result in RESULTS:
             self.reconciliations.labels(result=result)
         for ready in ("true", "false"):
@@ -107,21 +108,23 @@ class OperatorMetrics:
 
     def set_ready(self, namespace: str, name: str, ready: bool) -> None:
         with self._lock:
+            before = self._readiness.get((namespace, name), False)
             self._readiness[(namespace, name)] = ready
+            self._ready_count += int(ready) - int(before)
             self._publish_readiness()
         self.ready.labels(namespace=namespace, datasource=name).set(1 if ready else 0)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop every series of a deleted DataSource."""
         with self._lock:
-            self._readiness.pop((namespace, name), None)
+            self._ready_count -= int(self._readiness.pop((namespace, name), False))
             self._publish_readiness()
         for gauge in (self.ready, self.last_success, self.documents, self.files_failed):
             with suppress(KeyError):
                 gauge.remove(namespace, name)
 
     def _publish_readiness(self) -> None:
-        ready = sum(1 for value in self._readiness.values() if value)
+        ready = self._ready_count
         self.datasources.labels(ready="true").set(ready)
         self.datasources.labels(ready="false").set(len(self._readiness) - ready)
 

@@ -40,6 +40,7 @@ from ragkeeper_operator.spec import (
     parse_spec,
     purge_spec,
 )
+from ragkeeper_operator.watched import Watched
 
 logger = logging.getLogger(__name__)
 
@@ -167,11 +168,14 @@ class Runtime:
     lookups: Lookups | None = None
     # resourceVersion of each CronJob as our last drift repair left it (see repair_drift).
     repaired: dict[tuple[str, str], str] = field(default_factory=dict)
-    # kopf's in-memory indexes of the DataSources and owned CronJobs its watches hold
-    # (handlers.datasource_index / cronjob_index), so handlers read those without a GET.
-    # ``None`` (no kopf, e.g. a unit test): read through the API instead.
-    datasource_index: Any = None
-    cronjob_index: Any = None
+    # The DataSources and owned CronJobs as the watches deliver them (watched.py), primed when
+    # the operator starts; until then (no kopf, e.g. a unit test) they are read with a GET.
+    datasources: Watched = field(default_factory=lambda: Watched(DS))
+    cronjobs: Watched = field(
+        default_factory=lambda: Watched(
+            CRONJOBS, selector=builders.MANAGED_SELECTOR, unread=("status",)
+        )
+    )
 
     def attach(self, kube: KubeClient) -> None:
         self.kube = kube
@@ -186,20 +190,21 @@ class Runtime:
 
     async def datasource(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """The DataSource as the watch last delivered it (``None``: there is none)."""
-        return await self._cached(self.datasource_index, DS, namespace, name)
+        return await self._watched(self.datasources, namespace, name)
 
     async def cronjob(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """An owned CronJob as the watch last delivered it (``None``: there is none)."""
-        return await self._cached(self.cronjob_index, CRONJOBS, namespace, name)
+        return await self._watched(self.cronjobs, namespace, name)
 
-    async def _cached(
-        self, index: Any, resource: tuple[str, str, str], namespace: str, name: str
-    ) -> Mapping[str, Any] | None:
-        if index is None:
-            return await self.api.get(*resource, namespace, name)
-        for value in index.get((namespace, name), ()):
-            return cast(Mapping[str, Any], value)
-        return None
+    async def prime(self) -> None:
+        """One LIST of the DataSources and of the owned CronJobs (per watched namespace)."""
+        for store in (self.datasources, self.cronjobs):
+            await store.prime(self.api, self.settings.watch_namespaces)
+
+    async def _watched(self, store: Watched, namespace: str, name: str) -> Mapping[str, Any] | None:
+        if not store.primed:
+            return await self.api.get(*store.resource, namespace, name)
+        return store.get(namespace, name)
 
     @property
     def dependencies(self) -> Lookups:
