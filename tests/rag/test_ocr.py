@@ -116,12 +116,12 @@ def _blank(fmt: str, width: int, height: int) -> bytes:
     return out.getvalue()
 
 
-async def search(database_url: str, query: str) -> list:
+async def search(database_url: str, query: str, pipeline_id: str) -> list:
     pool = await create_pool(database_url, max_size=2)
     try:
         embedder = create_embedder(EmbeddingConfig(provider="hashing"))
         [vector] = await embedder.embed([query])
-        return await KnowledgeStore(pool).search(query, vector, k=3)
+        return await KnowledgeStore(pool).search(query, vector, k=3, pipeline_id=pipeline_id)
     finally:
         await pool.close()
 
@@ -149,11 +149,11 @@ async def test_the_job_ingests_images_and_scanned_pdfs_and_search_cites_them(
     assert "RAG_OCR_MAX_PIXELS" in errors["bomb.png"]
     assert "truncated" in errors["cut.jpg"]
 
-    [hit, *_] = await search(database_url, "nightly snapshots backup policy")
+    [hit, *_] = await search(database_url, "nightly snapshots backup policy", "ocr/job")
     assert hit.metadata["source"] == "scan.pdf"
     assert (hit.metadata["page"], hit.metadata["ocr"]) == (1, True)
     assert "nightly snapshots" in hit.content
-    [hit, *_] = await search(database_url, "visitors badge front desk")
+    [hit, *_] = await search(database_url, "visitors badge front desk", "ocr/job")
     assert hit.metadata["source"] == "whiteboard.png"
     assert hit.metadata["ocr"] is True and "page" not in hit.metadata
     assert hit.metadata["mime_type"] == "image/png"
@@ -163,26 +163,33 @@ async def test_the_job_ingests_images_and_scanned_pdfs_and_search_cites_them(
     assert (again["chunks_embedded"], again["files_unchanged"]) == (0, 3)
 
 
-async def test_the_job_with_ocr_off_reports_images_and_goes_on(
+async def test_ocr_off_reports_images_and_turning_it_on_reads_stored_scans(
     database_url: str, tmp_path: Path
 ) -> None:
     folder = tmp_path / "docs"
     folder.mkdir()
     (folder / "whiteboard.png").write_bytes(image_bytes([VISITORS]))
+    (folder / "scan.pdf").write_bytes(scanned_pdf_bytes([BACKUP]))
     (folder / "notes.md").write_text(f"# Leave\n\n{LEAVE}\n")
     env = job_env(
-        database_url,
-        tmp_path,
-        RAG_PIPELINE_ID="ocr/off",
-        RAG_WATCH_DIRECTORY=str(folder),
-        RAG_OCR_ENABLED="false",
+        database_url, tmp_path, RAG_PIPELINE_ID="ocr/off", RAG_WATCH_DIRECTORY=str(folder)
     )
-    code, stats, stderr = run_job(env)
+    code, stats, stderr = run_job({**env, "RAG_OCR_ENABLED": "false"})
     assert code == 0, stderr
-    assert stats["files_added"] == 1
+    assert stats["files_added"] == 2  # the scan is stored with no text, as before OCR
     assert stats["errors"] == [
         {"file": "whiteboard.png", "error": "image not indexed: OCR is off (RAG_OCR_ENABLED=false)"}
     ]
+    hits = await search(database_url, "nightly snapshots backup policy", "ocr/off")
+    assert all(hit.metadata["source"] != "scan.pdf" for hit in hits)
+
+    code, stats, stderr = run_job(env)  # OCR on: the stored scan is read again, once
+    assert code == 0, stderr
+    assert (stats["status"], stats["files_added"], stats["files_updated"]) == ("success", 1, 1)
+    [hit, *_] = await search(database_url, "nightly snapshots backup policy", "ocr/off")
+    assert (hit.metadata["source"], hit.metadata["page"]) == ("scan.pdf", 1)
+    code, again, stderr = run_job(env)
+    assert (again["chunks_embedded"], again["files_unchanged"]) == (0, 3)
 
 
 async def test_drive_images_and_scanned_pdfs_are_ingested(
@@ -198,5 +205,5 @@ async def test_drive_images_and_scanned_pdfs_are_ingested(
         assert (stats["status"], stats["files_added"]) == ("success", 2)
         code, again, stderr = run_job(env)  # the changes feed: nothing new
         assert (again["chunks_embedded"], again["files_added"], again["files_updated"]) == (0, 0, 0)
-    [hit, *_] = await search(database_url, "nightly snapshots backup policy")
+    [hit, *_] = await search(database_url, "nightly snapshots backup policy", "ocr/drive")
     assert (hit.metadata["source"], hit.metadata["page"]) == ("scan.pdf", 1)

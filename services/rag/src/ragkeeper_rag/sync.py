@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import time
@@ -122,6 +123,17 @@ def _embedding_input(title: str | None, heading: str | None, text: str) -> str:
     """
     context = " > ".join(part for part in (title, heading) if part)
     return f"{context}\n\n{text}" if context else text
+
+
+OCR_MARK = "+ocr"
+"""Ends the stored version of a PDF or image read with OCR on (``SyncEngine._with_ocr_mark``)."""
+OCR_MIME_PREFIXES = ("application/pdf", "image/")
+
+
+def _same_reading(known: StoredVersion, f: SourceFile, digest: str) -> bool:
+    """Whether the stored document is ``f``'s content read as it would be now (OCR on or off)."""
+    ocr_then, ocr_now = known.version.endswith(OCR_MARK), f.version.endswith(OCR_MARK)
+    return known.content_hash == digest and ocr_then == ocr_now
 
 
 def _chunks(
@@ -250,6 +262,16 @@ class SyncEngine:
             raise Interrupted("stop requested; the cursor was not advanced")
         await self._finish(source, pipeline_id, scan, stored, stats)
 
+    def _with_ocr_mark(self, f: SourceFile) -> SourceFile:
+        """``f`` with the version stored for it: a PDF's or image's says whether OCR was on.
+
+        Turning OCR on (or off) so reads every stored PDF and image again once, and a scan
+        stored without OCR gets its text; unchanged text reuses its vectors.
+        """
+        if self.limits.ocr_enabled and f.mime_type.startswith(OCR_MIME_PREFIXES):
+            return dataclasses.replace(f, version=f.version + OCR_MARK)
+        return f
+
     async def _to_check(
         self,
         pipeline_id: str,
@@ -267,7 +289,8 @@ class SyncEngine:
             stats.add_error(path, reason)
         stats.files_seen = len(scan.files)
         todo: list[SourceFile] = []
-        for f in scan.files:
+        for scanned in scan.files:
+            f = self._with_ocr_mark(scanned)
             known = stored.get(f.source_id)
             if known is None or known.version != f.version:
                 todo.append(f)
@@ -373,7 +396,7 @@ class SyncEngine:
                     return None
                 digest = sha256(content.data)
                 known = stored.get(f.source_id)
-                if known is not None and known.content_hash == digest:
+                if known is not None and _same_reading(known, f, digest):
                     await self.store.update_version(
                         pipeline_id,
                         f.source_id,
