@@ -1,14 +1,14 @@
 """Images and scanned PDFs: OCR'd at extraction, cited by page, bounded, and searchable.
 
-The extraction tests call ``extract``/``extract_file`` as the workers (and the agent's chat
-attachments) do; the job tests run the real ingestion job on a folder and on the Drive fake,
-then search the knowledge store the agent searches.
+tesseract is installed by ``make setup`` (scripts/install-tools.sh). The extraction tests call
+``extract``/``extract_file`` as the workers (and the agent's chat attachments) do; the job
+tests run the real ingestion job on a folder and on the Drive fake, then search the knowledge
+store the agent searches.
 """
 
 from __future__ import annotations
 
 import io
-import shutil
 from pathlib import Path
 
 import pytest
@@ -24,15 +24,12 @@ from ragkeeper_rag.extraction import (
     Section,
     extract,
     extract_file,
+    ocr,
 )
 from tests.rag.corpus import image_bytes, pdf_bytes, scanned_pdf_bytes
 from tests.rag.drive_fake import DriveFake
 from tests.rag.test_cli import job_env, run_job
 from tests.rag.test_drive_sync import drive_job
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("tesseract") is None, reason="tesseract-ocr is installed by make setup"
-)
 
 BACKUP = "The backup policy keeps nightly snapshots for 35 days and monthly archives."
 VISITORS = "Visitors sign in at the front desk and wear a badge at all times."
@@ -75,6 +72,13 @@ def test_ocr_off_refuses_images_and_leaves_scanned_pages_empty() -> None:
     assert extract_file(b"# Notes\n\nplain text", "text/markdown", off) == [
         Section("# Notes\n\nplain text", None, ocr=False)
     ]
+
+
+def test_no_tesseract_is_a_clear_reason_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ocr, "TESSERACT", "tesseract-not-installed")
+    for data, extension in ((image_bytes([BACKUP]), "png"), (scanned_pdf_bytes([BACKUP]), "pdf")):
+        with pytest.raises(ExtractionError, match="OCR unavailable: the tesseract program"):
+            extract(data, extension)
 
 
 def bomb_png(side: int = 20_000) -> bytes:
