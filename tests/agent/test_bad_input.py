@@ -91,6 +91,10 @@ CASES: dict[str, list[Case]] = {
     "/api/conversations/{session_id}/messages": [
         Case("GET", f"/api/conversations/{HOLE}/messages", "session_id", long=300)
     ],
+    "/api/memories": [Case("GET", f"/api/memories?user_id={HOLE}", "user_id", long=300)],
+    "/api/memories/{memory_id}": [
+        Case("DELETE", f"/api/memories/1?user_id={HOLE}", "user_id", long=300)
+    ],
 }
 # Routes whose only input is the URL's query string, which the text rule covers on every route
 # (test_a_bad_query_parameter_is_refused_on_every_route).

@@ -32,6 +32,8 @@ OPERATIONS: dict[tuple[str, str], tuple[set[str], set[str]]] = {
     ("get", "/api/conversations"): ({"403"}, {"application/json"}),
     ("get", "/api/conversations/{session_id}/messages"): ({"403", "404"}, {"application/json"}),
     ("post", "/api/search"): (set(), {"application/json"}),
+    ("get", "/api/memories"): ({"403", "404"}, {"application/json"}),
+    ("delete", "/api/memories/{memory_id}"): ({"403", "404"}, {"application/json"}),
 }
 
 

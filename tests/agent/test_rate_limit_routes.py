@@ -36,6 +36,8 @@ EXEMPT = {
     "/v1/models": "a constant answer (still authenticated)",
     "/api/conversations": "the caller's own history, one indexed read",
     "/api/conversations/{session_id}/messages": "the caller's own history, one indexed read",
+    "/api/memories": "the caller's own memories, one indexed read",
+    "/api/memories/{memory_id}": "the caller's own memory, one indexed delete",
     "/mcp": "limited per message inside the endpoint (mcp_server.LIMITED_METHODS: tool calls "
     "and resource reads and listings count, the handshake does not); tests/agent/test_mcp.py",
 }

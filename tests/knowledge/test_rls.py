@@ -18,6 +18,7 @@ from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, UserProm
 
 from ragkeeper_agent.errors import SQLRejected
 from ragkeeper_agent.history import ConversationStore
+from ragkeeper_agent.memory import MemoryStore
 from ragkeeper_agent.ratelimit import RateLimiter
 from ragkeeper_agent.tabular import ReadOnlySQL
 from ragkeeper_knowledge import create_pool
@@ -49,6 +50,8 @@ INSERTS = {
     "public.messages": "INSERT INTO public.messages (session_id, role, message) "
     "VALUES ('s-rls', 'user', '{}')",
     "public.requests": "INSERT INTO public.requests (user_id) VALUES ('api-u')",
+    "public.memories": "INSERT INTO public.memories (user_id, content, embedding) "
+    "VALUES ('api-u', 'x', '[1, 0, 0]')",
     "public.pipeline_generations": "INSERT INTO public.pipeline_generations (pipeline_id, "
     "generation) VALUES ('api:x', 1)",
     "ragkeeper_admin.duty_grants": "INSERT INTO ragkeeper_admin.duty_grants (duty, privileges, "
@@ -60,7 +63,8 @@ INSERTS = {
 
 @pytest.fixture(scope="module")
 async def urls(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A migrated database with documents, a tabular file, a conversation and a request."""
+    """A migrated database with documents, a tabular file, a conversation, a request and a
+    memory."""
     found = await migrated_database(pg_admin_url, "rls")
     assert await ingest_sample(found["ingest"], tmp_path_factory.mktemp("rls"), PIPELINE) == 2
     pool = await create_pool(found["agent"], max_size=1)
@@ -71,6 +75,7 @@ async def urls(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> d
         ]
         await ConversationStore(pool).save_turn("s-rls", "alice", turn, title="backup")
         await RateLimiter(pool, 5).admit("alice", "chat")
+        await MemoryStore(pool).save("alice", "my team is Falcon", [1.0, 0.0], session_id="s-rls")
     finally:
         await pool.close()
     return found
@@ -269,6 +274,7 @@ async def test_the_sql_tool_reads_what_it_read_before(
             "SELECT path FROM document_metadata",
             "SELECT content FROM documents",
             "SELECT * FROM conversations",
+            "SELECT * FROM memories",
         ):
             with pytest.raises(SQLRejected):
                 await sql.query(refused)

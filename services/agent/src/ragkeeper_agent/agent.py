@@ -35,6 +35,7 @@ from ragkeeper_knowledge.rerank import Reranker
 
 from .audit import audit, fingerprint
 from .errors import SQLToolError
+from .memory import MAX_MEMORY_CHARS, RECALL_K, RECALL_MIN_SIMILARITY, Memory, MemoryStore
 from .metrics import RERANK_DURATION, RERANK_FAILURES, RETRIEVAL_DURATION, TOOL_CALLS
 from .tabular import ReadOnlySQL, render_rows
 from .websearch import WebSearch, WebSearchError
@@ -45,6 +46,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SEARCH_TOOL = "search_documents"
+SAVE_MEMORY_TOOL = "save_memory"
+MEMORY_HEADER = (
+    "What this user asked you to remember in earlier conversations (their own words, not "
+    "documents: use them when they matter, do not cite them):"
+)
+MEMORY_GUIDANCE = (
+    "- Call `save_memory` when the user states a lasting fact or preference about themselves "
+    "or their work, or asks you to remember something; not for passing chat or questions. "
+    "Use `search_memories` to look up what they told you before."
+)
 
 INSTRUCTIONS = """\
 You answer questions using the organisation's documents, which you reach through tools.
@@ -105,6 +116,14 @@ class Deps:
     """The read-only SQL tool is offered (SQL_TOOL_ENABLED); off, it is neither offered nor run."""
     sources: dict[str, Passage] = field(default_factory=dict)
     """Passages returned so far in this run, by chunk key, for the final citation list."""
+    memory: MemoryStore | None = None
+    """The users' long-term memories (MEMORY_ENABLED); None: no memory tools, nothing recalled."""
+    user_id: str | None = None
+    """The user the run acts for: whose memories it reads and writes (None: no memory)."""
+    session_id: str | None = None
+    """The conversation of the run, recorded with a memory saved in it."""
+    recalled: list[Memory] | None = None
+    """The memories given to the model for this run's question, looked up once per run."""
 
 
 class ToolInputError(ValueError):
@@ -264,6 +283,12 @@ async def _only_with_sql(ctx: RunContext[Deps], tool_def: ToolDefinition) -> Too
     return tool_def if ctx.deps.sql_enabled else None
 
 
+async def _only_with_memory(
+    ctx: RunContext[Deps], tool_def: ToolDefinition
+) -> ToolDefinition | None:
+    return tool_def if ctx.deps.memory is not None and ctx.deps.user_id else None
+
+
 MAX_SEARCH_K = 20
 MAX_LIST_LIMIT = 200
 
@@ -329,6 +354,59 @@ async def tabular_rows(deps: Deps, sql: str) -> str:
         audit("sql_refused", f"{type(exc).__name__}{cause}", sql=fingerprint(sql))
         raise ToolInputError(f"the query failed: {exc}") from exc
     return render_rows(rows)
+
+
+def _memory_of(deps: Deps) -> tuple[MemoryStore, str]:
+    if deps.memory is None or not deps.user_id:
+        raise ToolInputError("memory is off (MEMORY_ENABLED=false)")
+    return deps.memory, deps.user_id
+
+
+async def remember(deps: Deps, text: str) -> Memory:
+    """Keep one fact or preference for the run's user (at most MAX_MEMORY_CHARS characters)."""
+    store, user_id = _memory_of(deps)
+    content = " ".join(text.split())
+    if not content:
+        raise ToolInputError("text must not be empty")
+    if len(content) > MAX_MEMORY_CHARS:
+        raise ToolInputError(f"a memory is at most {MAX_MEMORY_CHARS} characters; shorten it")
+    (vector,) = await deps.embedder.embed([content])
+    return await store.save(user_id, content, list(vector), session_id=deps.session_id)
+
+
+async def recall(
+    deps: Deps, query: str, k: int = RECALL_K, min_similarity: float = RECALL_MIN_SIMILARITY
+) -> list[Memory]:
+    """The run's user's memories closest to ``query`` (at most ``k``, 1-20)."""
+    store, user_id = _memory_of(deps)
+    if not query.strip():
+        raise ToolInputError("query must not be empty")
+    vector = await deps.embedder.embed_query(query)
+    size = max(1, min(k, MAX_SEARCH_K))
+    return await store.search(user_id, list(vector), k=size, min_similarity=min_similarity)
+
+
+def _prompt_text(prompt: object) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, Sequence):
+        return "\n".join(part for part in prompt if isinstance(part, str))
+    return ""
+
+
+async def memory_instructions(ctx: RunContext[Deps]) -> str | None:
+    """The dynamic part of the instructions: with memory on, how to use it and the user's
+    memories closest to this turn's question (looked up once per run)."""
+    deps = ctx.deps
+    if deps.memory is None or not deps.user_id:
+        return None
+    if deps.recalled is None:
+        question = _prompt_text(ctx.prompt)
+        deps.recalled = await recall(deps, question) if question.strip() else []
+    if not deps.recalled:
+        return MEMORY_GUIDANCE
+    lines = "\n".join(f"- {m.content}" for m in deps.recalled)
+    return f"{MEMORY_GUIDANCE}\n\n{MEMORY_HEADER}\n{lines}"
 
 
 async def search_documents(
@@ -415,6 +493,40 @@ async def web_search(ctx: RunContext[Deps], query: str) -> str:
         return "\n\n".join(f"{r.title}\n{r.url}\n{r.snippet}" for r in results)
 
 
+class RecalledMemory(BaseModel):
+    memory_id: int
+    content: str
+    score: float | None
+
+
+async def save_memory(ctx: RunContext[Deps], text: str) -> str:
+    """Remember a fact or preference about the user for later conversations.
+
+    Save what the user states about themselves or their work that will still matter later
+    (their team, role, projects, the language or format they want), or anything they
+    explicitly ask you to remember. Do not save passing chat, questions, or facts from the
+    documents. Write one short, self-contained sentence in the user's terms,
+    e.g. "The user's team is Falcon".
+
+    Args:
+        text: The fact or preference, one sentence (at most 500 characters).
+    """
+    with _counted(SAVE_MEMORY_TOOL):
+        memory = await remember(ctx.deps, text)
+        return f"Remembered: {memory.content}"
+
+
+async def search_memories(ctx: RunContext[Deps], query: str) -> list[RecalledMemory]:
+    """Search what this user asked you to remember in earlier conversations.
+
+    Args:
+        query: What to look for, e.g. "the user's team".
+    """
+    with _counted("search_memories"):
+        found = await recall(ctx.deps, query, k=5, min_similarity=0.0)
+        return [RecalledMemory(memory_id=m.id, content=m.content, score=m.score) for m in found]
+
+
 def agent_tools() -> list[Tool[Deps]]:
     """The tools the model may call; each docstring is the tool's description for the model.
 
@@ -426,6 +538,8 @@ def agent_tools() -> list[Tool[Deps]]:
         Tool(read_document),
         Tool(query_tabular_rows, prepare=_only_with_sql),
         Tool(web_search, prepare=_only_with_web),
+        Tool(save_memory, name=SAVE_MEMORY_TOOL, prepare=_only_with_memory),
+        Tool(search_memories, prepare=_only_with_memory),
     ]
 
 
@@ -434,7 +548,7 @@ def build_agent(model: Model) -> Agent[Deps, str]:
         model,
         deps_type=Deps,
         output_type=str,
-        instructions=INSTRUCTIONS,
+        instructions=[INSTRUCTIONS, memory_instructions],
         retries=2,
         name="ragkeeper",
         tools=agent_tools(),

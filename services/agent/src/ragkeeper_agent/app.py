@@ -38,7 +38,7 @@ from .mcp_server import MCPEndpoint, MCPRoute
 from .metrics import REGISTRY, instrument_pool
 from .middleware import BodySizeLimitMiddleware, ObservabilityMiddleware
 from .openapi import install as install_openapi
-from .routes import chat, conversations, openai_compat, ops, search
+from .routes import chat, conversations, memories, openai_compat, ops, search
 from .services import open_services
 from .settings import Settings
 from .tracing import Tracing, TracingMiddleware, tracing_from_settings
@@ -186,6 +186,7 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         chat.router,
         openai_compat.router,
         conversations.router,
+        memories.router,
         search.router,
     ):
         app.include_router(router)

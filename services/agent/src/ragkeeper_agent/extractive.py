@@ -33,6 +33,12 @@ How sentences are chosen (:func:`compose_answer`):
   word ("reset") outweighs two that are everywhere ("Kestrel", "thermostat").
 - A table row is quoted by its first column and the columns that match the question,
   with ``…`` for the columns left out.
+
+Memory (docs/agent.md, "Memory"): when the ``save_memory`` tool is offered, an explicit
+"remember that …" message (no question mark) calls it with the rest of the message, and the
+answer confirms it. The memories the agent recalled for a question reach the model in its
+instructions (``agent.memory_instructions``); those sharing a content word with the question
+are quoted before the passages.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
-from .agent import SEARCH_TOOL, Passage
+from .agent import MEMORY_HEADER, SAVE_MEMORY_TOOL, SEARCH_TOOL, Passage
 
 MODEL_NAME = "ragkeeper-extractive"
 LABEL = "Extractive answer (no language model configured)"
@@ -442,21 +448,73 @@ SEARCH_K = 10
 pool lets the sentence that answers win even when its passage ranks below the fifth."""
 
 
+_REMEMBER = re.compile(
+    r"\s*(?:please\s+)?remember(?:\s+that)?\s*[:,]?\s+(?P<fact>[^?]+?)[\s.!]*", re.I | re.S
+)
+MEMORY_LABEL = "From what you asked me to remember"
+
+
+def remember_request(prompt: str) -> str | None:
+    """The fact of an explicit "remember that …" message, or None for anything else."""
+    found = _REMEMBER.fullmatch(prompt)
+    return " ".join(found["fact"].split()) if found else None
+
+
+def recalled_memories(instructions: str | None) -> list[str]:
+    """The memories listed under ``agent.MEMORY_HEADER`` in the run's instructions."""
+    if not instructions or MEMORY_HEADER not in instructions:
+        return []
+    memories: list[str] = []
+    for line in instructions.split(MEMORY_HEADER, 1)[1].strip().splitlines():
+        if not line.startswith("- "):
+            break
+        memories.append(line[2:].strip())
+    return memories
+
+
+def with_memories(answer: str, question: str, memories: list[str]) -> str:
+    """``answer`` after the memories that share a content word with the question, if any."""
+    asked = _terms(question)
+    relevant = [m for m in memories if _terms(m) & asked]
+    if not relevant:
+        return answer
+    listed = "\n".join(f"- {m}" for m in relevant)
+    return f"{MEMORY_LABEL}:\n{listed}\n\n{answer}"
+
+
+def _saved_memory(messages: list[ModelMessage]) -> str | None:
+    """The save tool's result if the newest request carries it."""
+    last = messages[-1] if messages else None
+    if isinstance(last, ModelRequest):
+        for part in last.parts:
+            if isinstance(part, ToolReturnPart) and part.tool_name == SAVE_MEMORY_TOOL:
+                return str(part.content)
+    return None
+
+
 def _search_args(messages: list[ModelMessage]) -> dict[str, Any]:
     return {"query": search_query(_last_prompt(messages)), "k": SEARCH_K}
 
 
-def _reply(messages: list[ModelMessage]) -> str | dict[str, Any]:
-    """Either the answer text, or the arguments of the search call to make first."""
+def _reply(messages: list[ModelMessage], info: AgentInfo) -> str | tuple[str, dict[str, Any]]:
+    """Either the answer text, or the tool to call first and its arguments."""
+    saved = _saved_memory(messages)
+    if saved is not None:
+        return f"{LABEL}. {saved}"
     passages = _search_results(messages)
+    question = _last_prompt(messages)
     if passages is None:
         last = messages[-1] if messages else None
         if isinstance(last, ModelRequest) and any(
             isinstance(p, UserPromptPart) for p in last.parts
         ):
-            return _search_args(messages)
+            fact = remember_request(question)
+            if fact and any(t.name == SAVE_MEMORY_TOOL for t in info.function_tools):
+                return SAVE_MEMORY_TOOL, {"text": fact}
+            return SEARCH_TOOL, _search_args(messages)
         return f"{LABEL}: the document search failed, so there is nothing to quote."
-    return compose_answer(_last_prompt(messages), passages)
+    answer = compose_answer(question, passages)
+    return with_memories(answer, question, recalled_memories(info.instructions))
 
 
 def _pieces(text: str) -> list[str]:
@@ -483,18 +541,19 @@ def _call_id() -> str:
 
 
 async def _respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-    reply = _reply(messages)
-    if isinstance(reply, dict):
-        return ModelResponse(parts=[ToolCallPart(SEARCH_TOOL, reply, tool_call_id=_call_id())])
+    reply = _reply(messages, info)
+    if isinstance(reply, tuple):
+        return ModelResponse(parts=[ToolCallPart(*reply, tool_call_id=_call_id())])
     return ModelResponse(parts=[TextPart(reply)])
 
 
 async def _respond_stream(
     messages: list[ModelMessage], info: AgentInfo
 ) -> AsyncIterator[str | DeltaToolCalls]:
-    reply = _reply(messages)
-    if isinstance(reply, dict):
-        yield {0: DeltaToolCall(SEARCH_TOOL, json.dumps(reply), tool_call_id=_call_id())}
+    reply = _reply(messages, info)
+    if isinstance(reply, tuple):
+        tool, args = reply
+        yield {0: DeltaToolCall(tool, json.dumps(args), tool_call_id=_call_id())}
         return
     for piece in _pieces(reply):
         yield piece

@@ -148,6 +148,20 @@ class ConversationOut(BaseModel):
     last_message_at: datetime
 
 
+class MemoryOut(BaseModel):
+    id: int
+    content: str
+    session_id: str | None
+    """The conversation the memory was saved in."""
+    created_at: datetime
+    updated_at: datetime
+
+
+class MemoryDeleted(BaseModel):
+    id: int
+    deleted: bool
+
+
 class MessageOut(BaseModel):
     id: int
     role: str

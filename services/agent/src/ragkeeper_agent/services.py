@@ -25,6 +25,7 @@ from .auth import Authenticator
 from .chat import ChatRunner
 from .history import ConversationStore
 from .llm import build_model
+from .memory import MemoryStore
 from .ratelimit import LocalRateLimiter, RateLimiter
 from .readiness import Readiness
 from .redis_cache import CachedEmbedder, RedisClient, SearchCache
@@ -65,10 +66,15 @@ class Services:
     redis: RedisClient | None = None
     """The Redis client (REDIS_URL) behind the caches and the rate limit; None without it."""
     search_cache: SearchCache | None = None
+    memory: MemoryStore | None = None
+    """The users' long-term memories; None with MEMORY_ENABLED=false."""
     draining: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def deps(self) -> Deps:
-        """Fresh per-run dependencies (the citation list is per run)."""
+    def deps(self, user_id: str | None = None, session_id: str | None = None) -> Deps:
+        """Fresh per-run dependencies (the citation list is per run).
+
+        ``user_id`` gives the run the user's memories (MEMORY_ENABLED); without it, none.
+        """
         return Deps(
             store=self.store,
             embedder=self.embedder,
@@ -81,6 +87,9 @@ class Services:
             read_max_chars=self.settings.read_document_max_chars,
             search_cache=self.search_cache,
             sql_enabled=self.settings.sql_tool_enabled,
+            memory=self.memory if user_id else None,
+            user_id=user_id,
+            session_id=session_id,
         )
 
     async def check_embedding_model(self) -> None:
@@ -210,6 +219,7 @@ def _assemble(
         search_cache=None
         if redis is None
         else SearchCache(redis, store, embedder, ttl_seconds=settings.redis_search_ttl_seconds),
+        memory=MemoryStore(pool) if settings.memory_enabled else None,
         draining=draining,
     )
 

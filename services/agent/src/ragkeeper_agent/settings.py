@@ -131,6 +131,10 @@ class Settings(BaseSettings):
     sql_tool_enabled: bool = True
     """Offer the read-only SQL tool over tabular rows (the agent's ``query_tabular_rows``, the
     MCP endpoint's ``query_rows``); false: neither is offered."""
+    memory_enabled: bool = True
+    """Long-term memory per user (docs/agent.md, "Memory"): the save and search tools, the
+    memories recalled at each turn and the /api/memories routes; false: none of them (the
+    routes answer 404) and nothing is read from or written to the memories table."""
     sql_statement_timeout_ms: int = Field(default=3000, ge=100)
     sql_max_rows: int = Field(default=200, ge=1, le=1000)
     read_document_max_chars: int = Field(default=20_000, ge=1000)

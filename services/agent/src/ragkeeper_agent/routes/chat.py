@@ -113,7 +113,9 @@ async def pydantic_agent(
     prompt = build_prompt(body.query, body.files)
     check_prompt_size(prompt, history or [], limit=services.settings.max_prompt_chars)
 
-    stream = services.runner.stream(prompt, history=history or [], deps=services.deps())
+    stream = services.runner.stream(
+        prompt, history=history or [], deps=services.deps(user_id, session_id)
+    )
     first, rest = await start_turn(stream)
     return StreamingResponse(
         _ndjson(services, first, rest, user_id=user_id, session_id=session_id, title=title),

@@ -1,0 +1,102 @@
+"""Long-term memory per user: short facts kept across conversations (docs/agent.md, "Memory").
+
+A memory is a sentence ("my team is Falcon", "answer in French") with its embedding, owned
+by one user id. Every statement here names the user, so one user's memories are never read,
+changed or deleted for another, and a memory id of someone else is indistinguishable from one
+that does not exist. The table (migration 0006) has no vector index: a user has few memories,
+and the search scans only theirs with an exact cosine distance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+MAX_MEMORY_CHARS = 500
+"""A memory is one fact or preference; longer text is refused (the model may shorten it)."""
+RECALL_K = 3
+"""Memories given to the model at the start of a turn, at most."""
+RECALL_MIN_SIMILARITY = 0.3
+"""Cosine similarity a memory needs with the question to be given to the model."""
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    id: int
+    content: str
+    session_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    score: float | None = None
+    """Cosine similarity with the query, for a search's results."""
+
+
+class MemoryStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def save(
+        self, user_id: str, content: str, embedding: list[float], *, session_id: str | None
+    ) -> Memory:
+        """Keep ``content`` for ``user_id``; saying the same thing again refreshes it."""
+        row = await self._pool.fetchrow(
+            "INSERT INTO memories (user_id, content, embedding, session_id) "
+            "VALUES ($1, $2, $3::vector, $4) "
+            "ON CONFLICT (user_id, content) DO UPDATE "
+            "SET updated_at = now(), embedding = EXCLUDED.embedding, "
+            "session_id = coalesce(EXCLUDED.session_id, memories.session_id) "
+            "RETURNING id, content, session_id, created_at, updated_at",
+            user_id,
+            content,
+            embedding,
+            session_id,
+        )
+        if row is None:  # INSERT ... ON CONFLICT DO UPDATE always returns its row
+            raise RuntimeError("the memory was not saved")
+        return Memory(**dict(row))
+
+    async def search(
+        self, user_id: str, embedding: list[float], *, k: int, min_similarity: float
+    ) -> list[Memory]:
+        """The user's ``k`` memories closest to ``embedding`` with at least ``min_similarity``.
+
+        Memories embedded with another dimension (a changed embedding model) are skipped.
+        """
+        rows = await self._pool.fetch(
+            "SELECT id, content, session_id, created_at, updated_at, score FROM ("
+            "  SELECT id, content, session_id, created_at, updated_at, "
+            "  1 - (embedding <=> $2::vector) AS score FROM memories "
+            "  WHERE user_id = $1 AND vector_dims(embedding) = vector_dims($2::vector)"
+            ") m WHERE score >= $3 ORDER BY score DESC, id DESC LIMIT $4",
+            user_id,
+            embedding,
+            min_similarity,
+            k,
+        )
+        return [Memory(**{**dict(r), "score": round(float(r["score"]), 6)}) for r in rows]
+
+    async def list_for_user(
+        self, user_id: str, *, limit: int = 50, offset: int = 0
+    ) -> list[Memory]:
+        rows = await self._pool.fetch(
+            "SELECT id, content, session_id, created_at, updated_at FROM memories "
+            "WHERE user_id = $1 ORDER BY updated_at DESC, id DESC LIMIT $2 OFFSET $3",
+            user_id,
+            limit,
+            offset,
+        )
+        return [Memory(**dict(r)) for r in rows]
+
+    async def delete(self, user_id: str, memory_id: int) -> bool:
+        """Forget one of the user's memories; False if the user has none with this id."""
+        status = await self._pool.execute(
+            "DELETE FROM memories WHERE id = $1 AND user_id = $2", memory_id, user_id
+        )
+        return bool(status != "DELETE 0")
+
+    async def purge_user(self, user_id: str) -> int:
+        """Forget all of the user's memories; how many there were."""
+        status: str = await self._pool.execute("DELETE FROM memories WHERE user_id = $1", user_id)
+        return int(status.split()[-1])
