@@ -38,6 +38,7 @@ import asyncio  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -372,6 +373,16 @@ async def run_fairness(healthy: int, broken: int) -> float:
         return time.perf_counter() - started
 
 
+def chart_memory_limit() -> float:
+    """The operator's memory limit in the chart's values (bytes)."""
+    import yaml
+
+    values = yaml.safe_load((ROOT / "charts/ragkeeper/values.yaml").read_text())
+    limit = str(values["operator"]["resources"]["limits"]["memory"])
+    units = {"Mi": 1024**2, "Gi": 1024**3}
+    return float(limit[:-2]) * units[limit[-2:]]
+
+
 def _verbs(counter: Counter[str], count: int) -> str:
     total = sum(counter.values())
     parts = ", ".join(f"{verb} {value / count:.2f}" for verb, value in sorted(counter.items()))
@@ -401,14 +412,24 @@ def report(count: int, operator: dict[str, Any], baseline: dict[str, float]) -> 
     )
     print(f"time ratio operator/baseline: {seconds / baseline['seconds']:.2f}x")
     print(f"RSS ratio operator/baseline: {operator['rss_bytes'] / baseline['rss_bytes']:.2f}x")
+    limit = chart_memory_limit()
+    print(
+        f"operator peak RSS / chart memory limit ({limit / mib:.0f} MiB): "
+        f"{operator['rss_bytes'] / limit:.2f}"
+    )
 
 
-def fairness() -> None:
-    alone = asyncio.run(run_fairness(100, 0))
-    with_broken = asyncio.run(run_fairness(100, 10))
-    print("== fairness: 100 healthy DataSources, alone and after 10 broken ones")
-    print(f"alone: {alone:.2f}s; after 10 broken: {with_broken:.2f}s")
-    print(f"time ratio with/without broken neighbours: {with_broken / alone:.2f}x")
+def fairness(runs: int = 3) -> None:
+    """The median of ``runs`` alternating runs each way (one run is too noisy at ~2 s)."""
+    alone: list[float] = []
+    with_broken: list[float] = []
+    for _ in range(runs):
+        alone.append(asyncio.run(run_fairness(100, 0)))
+        with_broken.append(asyncio.run(run_fairness(100, 10)))
+    quiet, noisy = statistics.median(alone), statistics.median(with_broken)
+    print(f"== fairness: 100 healthy DataSources, alone and after 10 broken ones ({runs} runs)")
+    print(f"alone: {quiet:.2f}s; after 10 broken: {noisy:.2f}s (medians)")
+    print(f"time ratio with/without broken neighbours: {noisy / quiet:.2f}x")
 
 
 def main() -> None:

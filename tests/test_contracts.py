@@ -173,6 +173,14 @@ def test_operator_embedding_settings_reach_the_job(clean_env: pytest.MonkeyPatch
     assert settings.embedding.api_key.get_secret_value() == SECRET_SAMPLES["EMBEDDING_API_KEY"]
 
 
+@pytest.mark.parametrize("enabled", [True, False])
+def test_operator_ocr_settings_reach_the_job(clean_env: pytest.MonkeyPatch, enabled: bool) -> None:
+    operator_settings = OperatorSettings(job_ocr_enabled=enabled, job_ocr_max_pixels=12_000_000)
+    cronjob = builders.build_cronjob(datasource(LOCAL), parse_spec(LOCAL), operator_settings)
+    settings = load_job_settings(clean_env, resolved_env(pod_spec(cronjob)["containers"][0]))
+    assert (settings.ocr_enabled, settings.ocr_max_pixels) == (enabled, 12_000_000)
+
+
 def finished_pod(exit_code: int, message: str) -> dict[str, Any]:
     """A finished ingestion Pod as the API server reports it."""
     job_name = "ragkeeper-team-docs-29000000"

@@ -361,6 +361,11 @@ def test_operator_settings_accept_the_rendered_env(
         str(policy["maxMemory"]),
     )
     assert settings.job_credentials_label == policy["credentialsLabel"]
+    ocr = _values(scenario, "operator", "jobs", "ocr")
+    assert (settings.job_ocr_enabled, settings.job_ocr_max_pixels) == (
+        ocr["enabled"],
+        ocr["maxPixels"],
+    )
     # The jobs get the ingestion login's DSN: the key the migration Job provisions as
     # INGEST_DATABASE_URL, in the Secret the agent's DSN comes from (unless overridden).
     migrate = named(objects, "Job", "-migration")["spec"]["template"]["spec"]["containers"][0]

@@ -154,10 +154,10 @@ class ApiServer(kmock.KubernetesEmulator):
     # every resource: O(objects) per request, quadratic over a run with thousands of objects.
     # The key is known, so look it up; anything unusual falls back to kmock's own path.
     def _stored(self, request: Any, namespace: str | None, name: str | None) -> Any:
-        key = (request.resource, namespace, name)
-        if request.resource is None or name is None or key not in self._objects:
+        if request.resource is None or name is None:
             return None
-        return self._objects[key]
+        key = (request.resource, namespace, name)
+        return self._objects[key] if key in self._objects else None  # noqa: SIM401 - no .get
 
     async def _serve_fetch(self, request: Any) -> Any:
         obj = self._stored(request, request.namespace, request.name)

@@ -150,6 +150,10 @@ def _env(
                 },
             }
         )
+    env.append(
+        {"name": "RAG_OCR_ENABLED", "value": "true" if settings.job_ocr_enabled else "false"}
+    )
+    env.append({"name": "RAG_OCR_MAX_PIXELS", "value": str(settings.job_ocr_max_pixels)})
     # An emptyDir is mounted there (B108 does not apply).
     env.append({"name": "HOME", "value": "/tmp"})  # nosec B108
     return env

@@ -124,6 +124,12 @@ class OperatorSettings(BaseSettings):
         validation_alias=_env("JOB_CREDENTIALS_LABEL", "job_credentials_label"),
     )
 
+    # OCR of images and scanned PDF pages in the jobs (RAG_OCR_ENABLED, RAG_OCR_MAX_PIXELS).
+    job_ocr_enabled: bool = Field(default=True, validation_alias=_env("JOB_OCR_ENABLED"))
+    job_ocr_max_pixels: int = Field(
+        default=40_000_000, gt=0, validation_alias=_env("JOB_OCR_MAX_PIXELS")
+    )
+
     # -- the operator process ------------------------------------------------------------------
     watch_namespaces: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), validation_alias=_env("WATCH_NAMESPACES", "watch_namespaces")
