@@ -12,7 +12,7 @@ exports to, the service name, the content switch and the headers from the Secret
 settings come out as `agent.rerank` says (none rendered while its provider is `none`). The
 REDIS_* settings come out as `agent.redis` says, with the bundled Redis' URL and password or the
 external one's from its Secret, and no Redis at all without either; the chart's defaults and
-limits for them are the agent's own. MCP_ENABLED comes out as `agent.mcp.enabled` says. Every
+limits for them are the agent's own. MCP_ENABLED comes out as `agent.mcp.enabled` says, MEMORY_ENABLED as `agent.memory.enabled`. Every
 variable the chart sets on the agent is one its settings read. The operator's job policy comes
 out as `operator.jobs.policy` says.
 """
@@ -160,6 +160,7 @@ def test_agent_settings_accept_the_rendered_env(
     _assert_rerank(settings, _agent_values(scenario, "rerank"))
     _assert_redis(settings, objects, scenario)
     _assert_mcp(settings, objects, scenario)
+    assert settings.memory_enabled is _agent_values(scenario, "memory")["enabled"]
 
 
 def _assert_mcp(settings: Settings, objects: list[dict[str, Any]], scenario: str) -> None:
