@@ -8,6 +8,7 @@
 
 import { Api, ApiError, explain } from "./api.js";
 import { Session, SignInError } from "./auth.js";
+import { MemoryPanel } from "./memories.js";
 import {
   linkCitations, renderMarkdown, sourcesFromToolMessage, sourcesList, withoutSourcesSection,
 } from "./render.js";
@@ -20,6 +21,7 @@ const state = {
   api: null,
   sessionId: null,
   controller: null,
+  memories: null,
 };
 
 // ------------------------------------------------------------------ notices
@@ -69,6 +71,8 @@ async function showChat() {
   await refreshConversations();
   await openFromLocation();
   $("prompt").focus();
+  // After the conversation opens: a click on the list meanwhile must not meet a second load.
+  await state.memories.refresh(true);
 }
 
 function setSidebar(open) {
@@ -290,6 +294,7 @@ async function send(query) {
         $("conversation-title").textContent = final.conversation_title ?? "Conversation";
       }
       await refreshConversations();
+      await state.memories.refresh();
     } else {
       finish(text, []);
       addNote(bubble, "The connection ended before the answer was complete.", "error");
@@ -396,6 +401,7 @@ async function boot() {
   $("app-title").textContent = config.title;
   state.session = new Session(config);
   state.api = new Api(() => state.session.validToken());
+  state.memories = new MemoryPanel(state.api, fail);
   wire();
   setSidebar(false);
   let refused = null;
