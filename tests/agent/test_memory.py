@@ -174,14 +174,3 @@ async def test_memory_off_routes_404_and_nothing_is_saved(
         answer = await _ask(c, "off-alice", "Remember that my team is Falcon")
         assert "Remembered" not in answer
     assert await pool.fetchval("SELECT count(*) FROM memories WHERE user_id = 'off-alice'") == 0
-
-
-async def test_purging_a_user_forgets_only_theirs(
-    seeded: KnowledgeStore, embedder: HashingEmbedder, pool: asyncpg.Pool
-) -> None:
-    for user in ("purge-a", "purge-b"):
-        await remember(deps(seeded, embedder, pool, user), FACT)
-    store = MemoryStore(pool)
-    assert await store.purge_user("purge-a") == 1
-    assert await store.list_for_user("purge-a") == []
-    assert [m.content for m in await store.list_for_user("purge-b")] == [FACT]

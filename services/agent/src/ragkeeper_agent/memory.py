@@ -95,8 +95,3 @@ class MemoryStore:
             "DELETE FROM memories WHERE id = $1 AND user_id = $2", memory_id, user_id
         )
         return bool(status != "DELETE 0")
-
-    async def purge_user(self, user_id: str) -> int:
-        """Forget all of the user's memories; how many there were."""
-        status: str = await self._pool.execute("DELETE FROM memories WHERE user_id = $1", user_id)
-        return int(status.split()[-1])
