@@ -24,7 +24,7 @@ from ragkeeper_agent.agent import (
     remember,
 )
 from ragkeeper_agent.extractive import MEMORY_LABEL, recalled_memories, remember_request
-from ragkeeper_agent.memory import MemoryStore
+from ragkeeper_agent.memory import MemoryFull, MemoryStore
 from ragkeeper_agent.tabular import ReadOnlySQL
 from ragkeeper_knowledge import KnowledgeStore
 from ragkeeper_knowledge.embedding import HashingEmbedder
@@ -42,12 +42,13 @@ def deps(
     user_id: str | None,
     *,
     memory: bool = True,
+    max_per_user: int = 500,
 ) -> Deps:
     return Deps(
         store=store,
         embedder=embedder,
         sql=ReadOnlySQL(pool, timeout_ms=500, max_rows=50),
-        memory=MemoryStore(pool) if memory else None,
+        memory=MemoryStore(pool, max_per_user) if memory else None,
         user_id=user_id,
         session_id="s-memory",
     )
@@ -174,3 +175,27 @@ async def test_memory_off_routes_404_and_nothing_is_saved(
         answer = await _ask(c, "off-alice", "Remember that my team is Falcon")
         assert "Remembered" not in answer
     assert await pool.fetchval("SELECT count(*) FROM memories WHERE user_id = 'off-alice'") == 0
+
+
+async def test_a_full_memory_refuses_new_facts_and_keeps_every_old_one(
+    seeded: KnowledgeStore, embedder: HashingEmbedder, pool: asyncpg.Pool
+) -> None:
+    from types import SimpleNamespace
+
+    from ragkeeper_agent.agent import save_memory
+
+    alice = deps(seeded, embedder, pool, "full-alice", max_per_user=2)
+    for fact in ("my team is Falcon", "answer in French"):
+        await remember(alice, fact)
+    with pytest.raises(MemoryFull):
+        await remember(alice, "my desk is on floor 3")
+    await remember(alice, "my team is Falcon")  # saying a kept one again still refreshes it
+    # The tool tells the model (and the offline answer tells the user) what to do.
+    said = await save_memory(SimpleNamespace(deps=alice), "my desk is on floor 3")  # type: ignore[arg-type]
+    assert said.startswith("Not remembered: the memory is full (2 kept)")
+    kept = await MemoryStore(pool).list_for_user("full-alice")
+    assert sorted(m.content for m in kept) == ["answer in French", "my team is Falcon"]
+    # Another user's memory is their own.
+    await remember(
+        deps(seeded, embedder, pool, "full-bob", max_per_user=2), "my desk is on floor 3"
+    )

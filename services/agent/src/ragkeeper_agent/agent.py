@@ -35,7 +35,14 @@ from ragkeeper_knowledge.rerank import Reranker
 
 from .audit import audit, fingerprint
 from .errors import SQLToolError
-from .memory import MAX_MEMORY_CHARS, RECALL_K, RECALL_MIN_SIMILARITY, Memory, MemoryStore
+from .memory import (
+    MAX_MEMORY_CHARS,
+    RECALL_K,
+    RECALL_MIN_SIMILARITY,
+    Memory,
+    MemoryFull,
+    MemoryStore,
+)
 from .metrics import RERANK_DURATION, RERANK_FAILURES, RETRIEVAL_DURATION, TOOL_CALLS
 from .tabular import ReadOnlySQL, render_rows
 from .websearch import WebSearch, WebSearchError
@@ -512,7 +519,13 @@ async def save_memory(ctx: RunContext[Deps], text: str) -> str:
         text: The fact or preference, one sentence (at most 500 characters).
     """
     with _counted(SAVE_MEMORY_TOOL):
-        memory = await remember(ctx.deps, text)
+        try:
+            memory = await remember(ctx.deps, text)
+        except MemoryFull as exc:
+            return (
+                f"Not remembered: {exc}. The user can forget memories they no longer need "
+                "in the page's memory panel (or DELETE /api/memories/{id})."
+            )
         return f"Remembered: {memory.content}"
 
 

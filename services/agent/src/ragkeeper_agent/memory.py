@@ -20,6 +20,16 @@ RECALL_K = 3
 """Memories given to the model at the start of a turn, at most."""
 RECALL_MIN_SIMILARITY = 0.3
 """Cosine similarity a memory needs with the question to be given to the model."""
+MAX_MEMORIES_PER_USER = 500
+"""Memories one user may keep; a new one past that is refused until they forget some."""
+
+
+class MemoryFull(Exception):
+    """The user keeps as many memories as allowed; a new one is refused (nothing is dropped)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the memory is full ({limit} kept)")
+        self.limit = limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,16 +44,23 @@ class Memory:
 
 
 class MemoryStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, max_per_user: int = MAX_MEMORIES_PER_USER) -> None:
         self._pool = pool
+        self._max_per_user = max_per_user
 
     async def save(
         self, user_id: str, content: str, embedding: list[float], *, session_id: str | None
     ) -> Memory:
-        """Keep ``content`` for ``user_id``; saying the same thing again refreshes it."""
+        """Keep ``content`` for ``user_id``; saying the same thing again refreshes it.
+
+        A new memory past ``max_per_user`` raises ``MemoryFull`` (two saves racing at the
+        limit may both land: the cap is kept within one).
+        """
         row = await self._pool.fetchrow(
             "INSERT INTO memories (user_id, content, embedding, session_id) "
-            "VALUES ($1, $2, $3::vector, $4) "
+            "SELECT $1, $2, $3::vector, $4 "
+            "WHERE (SELECT count(*) FROM memories WHERE user_id = $1) < $5 "
+            "OR EXISTS (SELECT 1 FROM memories WHERE user_id = $1 AND content = $2) "
             "ON CONFLICT (user_id, content) DO UPDATE "
             "SET updated_at = now(), embedding = EXCLUDED.embedding, "
             "session_id = coalesce(EXCLUDED.session_id, memories.session_id) "
@@ -52,9 +69,10 @@ class MemoryStore:
             content,
             embedding,
             session_id,
+            self._max_per_user,
         )
-        if row is None:  # INSERT ... ON CONFLICT DO UPDATE always returns its row
-            raise RuntimeError("the memory was not saved")
+        if row is None:  # the SELECT gave no row: a new memory past the limit
+            raise MemoryFull(self._max_per_user)
         return Memory(**dict(row))
 
     async def search(
