@@ -25,8 +25,8 @@ from pgvector.asyncpg import register_vector
 
 from bench._ingest_env import ContenderBase, CountingEmbedder, corpus_files
 from ragkeeper_knowledge import KnowledgeStore, create_pool
+from ragkeeper_knowledge.extraction import SUPPORTED_EXTENSIONS
 from ragkeeper_rag.errors import FileSkipped
-from ragkeeper_rag.extraction import SUPPORTED_EXTENSIONS
 from ragkeeper_rag.sources.local import LocalSource
 from ragkeeper_rag.sync import ChunkingOptions, SyncEngine
 from ragkeeper_rag.workers import resolve_workers

@@ -29,8 +29,8 @@ import asyncpg
 import psutil  # type: ignore[import-untyped]
 
 from ragkeeper_knowledge.embedding import Embedder, EmbeddingConfig, create_embedder
+from ragkeeper_knowledge.extraction import SUPPORTED_EXTENSIONS, extract
 from ragkeeper_rag.chunking import chunk_document
-from ragkeeper_rag.extraction import SUPPORTED_EXTENSIONS, extract
 
 EDITABLE = (".md", ".txt", ".html")
 EDIT_SENTENCE = " Revised by the benchmark: this paragraph now says something new."

@@ -24,7 +24,7 @@ The test images are generated here with Pillow and its bundled font (no files, n
 * ``small``: a screenshot-sized 15 px font;
 * ``two-column``: a page of two columns, read column after column;
 * ``scanned-pdf``: the ``clean`` image as the only content of a PDF page, as the job reads it
-  (``ragkeeper_rag.extraction.extract``; tesseract only).
+  (``ragkeeper_knowledge.extraction.extract``; tesseract only).
 
 Then the cost of OCR beside the other formats: extract + chunk (``workers.extract_and_chunk``,
 what an extraction worker runs) of about one page in each format, best of ``--repeat``
@@ -177,7 +177,7 @@ def _job_extract(path: Path, started: float) -> dict[str, Any]:
     """A scanned PDF through the job's own extraction (which runs tesseract per page)."""
     code = (
         "import json, resource, sys\n"
-        "from ragkeeper_rag.extraction import extract\n"
+        "from ragkeeper_knowledge.extraction import extract\n"
         "text = extract(open(sys.argv[1], 'rb').read(), 'pdf').text\n"
         "print(json.dumps(text))\n"
     )
@@ -282,7 +282,7 @@ def format_costs(repeat: int) -> None:
 WORKER_CHILD = """
 import json, resource, sys, time
 from ragkeeper_rag import workers  # what the fork server preloads into every worker
-from ragkeeper_rag.extraction import extract
+from ragkeeper_knowledge.extraction import extract
 data = open(sys.argv[1], "rb").read()
 resource.setrlimit(resource.RLIMIT_AS, (512 * 2**20, resource.RLIM_INFINITY))
 started = time.perf_counter()

@@ -14,8 +14,8 @@ import pytest
 
 from ragkeeper_agent.agent import Passage
 from ragkeeper_agent.extractive import LABEL, compose_answer
+from ragkeeper_knowledge.extraction import extract
 from ragkeeper_rag.chunking import chunk_document
-from ragkeeper_rag.extraction import extract
 
 DOCS = Path(__file__).resolve().parents[2] / "examples" / "docs"
 QUICK_START = "kestrel-quick-start.txt"

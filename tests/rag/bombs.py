@@ -9,8 +9,8 @@ import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from ragkeeper_knowledge.extraction import Extracted, ExtractionLimits
 from ragkeeper_rag.chunking import ChunkPiece
-from ragkeeper_rag.extraction import Extracted, ExtractionLimits
 
 _CONTENT_TYPES = (
     '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'

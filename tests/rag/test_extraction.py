@@ -13,9 +13,8 @@ from types import ModuleType
 
 import pytest
 
-from ragkeeper_rag.chunking import chunk_document
-from ragkeeper_rag.errors import FileSkipped
-from ragkeeper_rag.extraction import (
+from ragkeeper_knowledge.errors import FileSkipped
+from ragkeeper_knowledge.extraction import (
     SUPPORTED_EXTENSIONS,
     Extracted,
     ExtractionError,
@@ -23,6 +22,7 @@ from ragkeeper_rag.extraction import (
     extract,
     tabular,
 )
+from ragkeeper_rag.chunking import chunk_document
 
 from .corpus import csv_text, docx_bytes, xlsx_bytes
 from .fixtures.documents import (

@@ -17,7 +17,7 @@ from pypdf import PdfReader, PdfWriter
 
 from ragkeeper_knowledge import KnowledgeStore, create_pool
 from ragkeeper_knowledge.embedding import EmbeddingConfig, create_embedder
-from ragkeeper_rag.extraction import (
+from ragkeeper_knowledge.extraction import (
     ExtractionError,
     ExtractionLimits,
     LimitExceeded,

@@ -10,7 +10,7 @@ import pytest
 
 from ragkeeper_knowledge import KnowledgeStore
 from ragkeeper_knowledge.embedding import HashingEmbedder
-from ragkeeper_rag.extraction import SUPPORTED_EXTENSIONS
+from ragkeeper_knowledge.extraction import SUPPORTED_EXTENSIONS
 from ragkeeper_rag.sources.base import FetchedContent, ScanResult, SourceFile
 from ragkeeper_rag.sources.local import LocalSource
 from ragkeeper_rag.sync import ChunkingOptions, SyncEngine

@@ -13,8 +13,8 @@ import psutil
 import pytest
 
 from ragkeeper_knowledge import KnowledgeStore
+from ragkeeper_knowledge.extraction import SUPPORTED_EXTENSIONS, ExtractionLimits
 from ragkeeper_rag.errors import FileSkipped
-from ragkeeper_rag.extraction import SUPPORTED_EXTENSIONS, ExtractionLimits
 from ragkeeper_rag.sources.base import FetchedContent, SourceFile
 from ragkeeper_rag.sources.local import LocalSource
 from ragkeeper_rag.sync import ChunkingOptions, SyncEngine

@@ -16,7 +16,7 @@ How sentences are chosen (:func:`compose_answer`):
 - Passages are cut into units: heading lines (Markdown ``#``, ALL-CAPS lines such as
   ``RESETTING``, short Title Case lines, bare labels such as ``Sources:``, and the
   ``Columns:`` line of a rendered table) and sentences; each line of a rendered table
-  (``column: value | ...``, see ``ragkeeper_rag.extraction.tabular``) is one unit.
+  (``column: value | ...``, see ``ragkeeper_knowledge.extraction.tabular``) is one unit.
   Headings are never quoted, and neither is a unit with fewer than three words or a
   fragment left by a chunk's overlap (a passage starting mid-sentence or mid-row).
 - The same sentence is quoted once: units are compared with whitespace and case

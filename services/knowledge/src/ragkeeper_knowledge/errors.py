@@ -10,10 +10,15 @@
     ├── CredentialsError          a key or token was refused (exit 3)
     ├── EmbeddingError            the embedder rejected the input for good
     │   └── EmbeddingCredentialsError  HTTP 401/403: the API key is wrong (also a CredentialsError)
-    └── RerankError               the reranker refused the request or answered malformed
-        └── RerankUnavailable       still failing after retries (also a TransientError)
+    ├── RerankError               the reranker refused the request or answered malformed
+    │   └── RerankUnavailable       still failing after retries (also a TransientError)
+    └── FileSkipped               one file could not be read; the caller reports it and goes on
+        └── ExtractionError         (``extraction``) unsupported, corrupt or unreadable content
+            └── LimitExceeded         over a per-file cap of ``ExtractionLimits``
 
-The ingestion job maps these types (never message text) to exit codes. The agent answers a
+The ingestion job maps these types (never message text) to exit codes, and reports a
+``FileSkipped`` in its run's ``errors``; the agent answers an attachment's
+``ExtractionError`` with a 422 naming the file. The agent answers a
 search in the hybrid search's own order when reranking raises a ``RerankError``.
 """
 
@@ -58,3 +63,7 @@ class RerankError(KnowledgeError):
 
 class RerankUnavailable(RerankError, TransientError):
     """The reranking service kept failing (429/5xx/timeouts) after all retries."""
+
+
+class FileSkipped(KnowledgeError):
+    """One file could not be fetched or read; the run (or request) reports it and goes on."""

@@ -27,9 +27,9 @@ from pydantic import ValidationError
 from ragkeeper_knowledge import KnowledgeStore, create_pool
 from ragkeeper_knowledge import errors as kerrors
 from ragkeeper_knowledge.embedding import EMBEDDING_VARIABLES, create_embedder
+from ragkeeper_knowledge.extraction import SUPPORTED_EXTENSIONS
 
 from .errors import EXIT_OK, ConfigurationError, Interrupted, TransientError, exit_code_for
-from .extraction import SUPPORTED_EXTENSIONS
 from .logs import configure_logging
 from .settings import RagSettings
 from .sources import Source, build_source

@@ -12,8 +12,10 @@ both, and the exit code follows from that one class::
     ├── TransientError          exit 1  also a kerrors.TransientError: database or
     │   │                               source API unreachable
     │   └── Interrupted                 SIGTERM/SIGINT arrived mid-run
-    └── FileSkipped             (none)  one file could not be read/parsed: reported
-                                        in ``errors``, the run goes on (``partial``)
+    └── FileSkipped             (none)  also a kerrors.FileSkipped (as is the extractors'
+                                        ExtractionError): one file could not be read or
+                                        parsed, reported in ``errors``, the run goes on
+                                        (``partial``)
 
 ``exit_code_for`` chooses the code by type only: a ``kerrors.ConfigurationError``
 (the job's or the store's, e.g. ``EmbeddingModelMismatch``) is 2, a
@@ -46,8 +48,11 @@ class Interrupted(TransientError):
     """The run was asked to stop (SIGTERM) before finishing."""
 
 
-class FileSkipped(RagError):
-    """A single file could not be fetched or parsed; the run continues."""
+class FileSkipped(RagError, kerrors.FileSkipped):
+    """A single file could not be fetched or parsed; the run continues.
+
+    The extractors' ``ExtractionError`` is a ``kerrors.FileSkipped`` too: catch that one
+    class for both."""
 
 
 EXIT_OK = 0

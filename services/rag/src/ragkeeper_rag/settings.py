@@ -28,8 +28,7 @@ from pydantic_settings import (
 )
 
 from ragkeeper_knowledge.embedding import EmbeddingConfig, embedding_env
-
-from .extraction.model import DEFAULT_LIMITS, ExtractionLimits
+from ragkeeper_knowledge.extraction.model import DEFAULT_LIMITS, ExtractionLimits
 
 PipelineType = Literal["local", "google_drive"]
 RunMode = Literal["single", "continuous", "purge"]

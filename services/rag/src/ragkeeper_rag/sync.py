@@ -43,10 +43,11 @@ import asyncpg
 
 from ragkeeper_knowledge import ChunkWrite, DocumentWrite, KnowledgeStore, RowWrite, StoredVersion
 from ragkeeper_knowledge.embedding import Embedder, ensure_dimension
+from ragkeeper_knowledge.errors import FileSkipped
+from ragkeeper_knowledge.extraction import DEFAULT_LIMITS, Extracted, ExtractionLimits
 
 from .chunking import ChunkPiece
-from .errors import FileSkipped, Interrupted, TransientError
-from .extraction import DEFAULT_LIMITS, Extracted, ExtractionLimits
+from .errors import Interrupted, TransientError
 from .sources.base import ScanResult, Source, SourceFile
 from .workers import POOL_MIN_FILES, Extractor
 

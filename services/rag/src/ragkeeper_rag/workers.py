@@ -45,9 +45,16 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from ragkeeper_knowledge.extraction import (
+    DEFAULT_LIMITS,
+    Extracted,
+    ExtractionLimits,
+    LimitExceeded,
+    extract,
+)
+
 from .chunking import ChunkPiece, chunk_document
 from .errors import FileSkipped
-from .extraction import DEFAULT_LIMITS, Extracted, ExtractionLimits, LimitExceeded, extract
 from .logs import configure_logging
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ragkeeper_rag.extraction import MIME_EXTENSIONS, SUPPORTED_EXTENSIONS
+from ragkeeper_knowledge.extraction import MIME_EXTENSIONS, SUPPORTED_EXTENSIONS
 from ragkeeper_rag.sources.base import SourceFile
 
 FOLDER = "application/vnd.google-apps.folder"

@@ -23,7 +23,7 @@ import io
 import struct
 import zipfile
 
-from ragkeeper_rag.extraction.model import ExtractionLimits, LimitExceeded
+from ragkeeper_knowledge.extraction.model import ExtractionLimits, LimitExceeded
 
 RATIO_MIN_BYTES = 1024 * 1024
 """Entries smaller than this uncompressed are not ratio-checked (tiny parts vary widely)."""

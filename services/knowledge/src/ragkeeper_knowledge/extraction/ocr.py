@@ -31,7 +31,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from ragkeeper_rag.extraction.model import (
+from ragkeeper_knowledge.extraction.model import (
     Extracted,
     ExtractionError,
     ExtractionLimits,

@@ -33,7 +33,7 @@ from docx.table import Table as DocxTable
 from docx.text.paragraph import Paragraph
 from pypdf import PasswordType, PdfReader
 
-from ragkeeper_rag.extraction.model import (
+from ragkeeper_knowledge.extraction.model import (
     DEFAULT_LIMITS,
     Extracted,
     ExtractionError,
@@ -43,7 +43,7 @@ from ragkeeper_rag.extraction.model import (
     check_text_length,
     one_line,
 )
-from ragkeeper_rag.extraction.ocr import ocr_pdf_page
+from ragkeeper_knowledge.extraction.ocr import ocr_pdf_page
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import re
 from bs4 import BeautifulSoup, Tag
 from charset_normalizer import from_bytes
 
-from ragkeeper_rag.extraction.model import Extracted, ExtractionError
+from ragkeeper_knowledge.extraction.model import Extracted, ExtractionError
 
 log = logging.getLogger(__name__)
 

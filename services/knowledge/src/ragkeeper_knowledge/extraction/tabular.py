@@ -32,14 +32,14 @@ from typing import Any
 
 import openpyxl
 
-from ragkeeper_rag.extraction.model import (
+from ragkeeper_knowledge.extraction.model import (
     DEFAULT_LIMITS,
     Extracted,
     ExtractionLimits,
     LimitExceeded,
     Table,
 )
-from ragkeeper_rag.extraction.text import decode_text
+from ragkeeper_knowledge.extraction.text import decode_text
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """The shapes every extractor returns, the caps it works under, and the errors it raises.
 
 Kept apart from ``__init__`` so the per-format modules can import them without
-a cycle. ``ExtractionError`` is a ``FileSkipped``: the engine reports the file in
-the run's ``errors`` and goes on, it never fails the whole run. ``LimitExceeded``
+a cycle. ``ExtractionError`` is a ``FileSkipped``: the ingestion engine reports the file
+in the run's ``errors`` and goes on, it never fails the whole run; the agent refuses an
+attachment with it. ``LimitExceeded``
 is the ``ExtractionError`` of a file that goes over one of ``ExtractionLimits``:
 the whole file is refused (nothing of it is indexed, its stored version stays),
 and the reason names the setting of the cap.
@@ -14,7 +15,7 @@ import bisect
 from dataclasses import dataclass
 from typing import Any
 
-from ragkeeper_rag.errors import FileSkipped
+from ragkeeper_knowledge.errors import FileSkipped
 
 MIB = 1024 * 1024
 

@@ -21,7 +21,7 @@
 
 Exceptions::
 
-    ragkeeper_rag.errors.FileSkipped
+    ragkeeper_knowledge.errors.FileSkipped
     └── ExtractionError     unsupported format, binary or undecodable text,
         │                   corrupt or password-protected PDF, broken DOCX/XLSX
         └── LimitExceeded   over a per-file cap; the reason names its RAG_* setting
@@ -42,8 +42,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ragkeeper_rag.extraction.archive import check_archive
-from ragkeeper_rag.extraction.model import (
+from ragkeeper_knowledge.extraction.archive import check_archive
+from ragkeeper_knowledge.extraction.model import (
     DEFAULT_LIMITS,
     Extracted,
     ExtractionError,
@@ -55,10 +55,10 @@ from ragkeeper_rag.extraction.model import (
     check_text_length,
     one_line,
 )
-from ragkeeper_rag.extraction.ocr import IMAGE_EXTENSIONS, extract_image
-from ragkeeper_rag.extraction.office import extract_docx, extract_pdf
-from ragkeeper_rag.extraction.tabular import extract_csv, extract_tsv, extract_xlsx
-from ragkeeper_rag.extraction.text import extract_html, extract_markdown, extract_txt
+from ragkeeper_knowledge.extraction.ocr import IMAGE_EXTENSIONS, extract_image
+from ragkeeper_knowledge.extraction.office import extract_docx, extract_pdf
+from ragkeeper_knowledge.extraction.tabular import extract_csv, extract_tsv, extract_xlsx
+from ragkeeper_knowledge.extraction.text import extract_html, extract_markdown, extract_txt
 
 __all__ = [
     "DEFAULT_LIMITS",
