@@ -52,6 +52,9 @@ INSERTS = {
     "public.requests": "INSERT INTO public.requests (user_id) VALUES ('api-u')",
     "public.memories": "INSERT INTO public.memories (user_id, content, embedding) "
     "VALUES ('api-u', 'x', '[1, 0, 0]')",
+    "public.attachments": "INSERT INTO public.attachments (id, session_id, message_id, "
+    "file_name, mime_type, size_bytes, sha256) VALUES ('a-rls', 's-rls', 1, 'x.txt', "
+    "'text/plain', 1, 'h')",
     "public.pipeline_generations": "INSERT INTO public.pipeline_generations (pipeline_id, "
     "generation) VALUES ('api:x', 1)",
     "ragkeeper_admin.duty_grants": "INSERT INTO ragkeeper_admin.duty_grants (duty, privileges, "
@@ -63,8 +66,8 @@ INSERTS = {
 
 @pytest.fixture(scope="module")
 async def urls(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A migrated database with documents, a tabular file, a conversation, a request and a
-    memory."""
+    """A migrated database with documents, a tabular file, a conversation with an attachment,
+    a request and a memory."""
     found = await migrated_database(pg_admin_url, "rls")
     assert await ingest_sample(found["ingest"], tmp_path_factory.mktemp("rls"), PIPELINE) == 2
     pool = await create_pool(found["agent"], max_size=1)
@@ -74,6 +77,11 @@ async def urls(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> d
             ModelResponse(parts=[TextPart("Nightly at two.")]),
         ]
         await ConversationStore(pool).save_turn("s-rls", "alice", turn, title="backup")
+        await pool.execute(
+            "INSERT INTO attachments (id, session_id, message_id, file_name, mime_type, "
+            "size_bytes, sha256) SELECT 'a-1', session_id, min(id), 'notes.txt', 'text/plain', "
+            "5, 'h' FROM messages WHERE session_id = 's-rls' GROUP BY session_id"
+        )
         await RateLimiter(pool, 5).admit("alice", "chat")
         await MemoryStore(pool).save("alice", "my team is Falcon", [1.0, 0.0], session_id="s-rls")
     finally:

@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr = SecretStr("")
     llm_choice: str = ""
     llm_timeout_seconds: float = Field(default=120.0, gt=0)
+    llm_vision: bool = False
+    """The model accepts images (LLM_VISION): an attached image goes to it as an image part;
+    false (and always offline): the image's text is read by OCR and given as text."""
     agent_max_requests: int = Field(default=8, ge=1)
     """Model requests per turn (tool loops included) before the run is stopped."""
 
@@ -326,6 +329,27 @@ class Settings(BaseSettings):
     mcp_enabled: bool = True
     """Serve the search, list, read and SQL tools and the documents as resources to MCP
     clients at ``/mcp`` (streamable HTTP, the API's authentication and rate limit)."""
+
+    # --- files attached to a chat message (attachments.py); appended last
+    attachments_enabled: bool = True
+    """Accept ``files`` on ``POST /api/pydantic-agent`` and show the page's attach control;
+    false: a message with files is refused (422) and the control is hidden."""
+    max_attachment_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
+    """One attached file's size (decoded bytes); past it the message is refused with 413."""
+    max_message_attachment_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, le=200 * 1024 * 1024
+    )
+    """All files of one message together; past it 413. The chat route's body limit is
+    MAX_REQUEST_BYTES plus the base64 size of this."""
+
+    @model_validator(mode="after")
+    def _check_attachments(self) -> Self:
+        if self.max_message_attachment_bytes < self.max_attachment_bytes:
+            raise ValueError(
+                "MAX_MESSAGE_ATTACHMENT_BYTES must be at least MAX_ATTACHMENT_BYTES "
+                "(a message may carry one file of the largest size)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_redis(self) -> Self:
