@@ -33,7 +33,10 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ragkeeper_knowledge.extraction import SUPPORTED_EXTENSIONS
+
 from .middleware import send_json_error
+from .schemas import MAX_FILES
 from .settings import Settings, https_origin
 
 logger = logging.getLogger(__name__)
@@ -105,6 +108,20 @@ def page_config(settings: Settings) -> dict[str, Any]:
         "auth": "disabled" if settings.auth_mode == "disabled" else "token",
         "supabase": supabase,
         "oidc": oidc,
+        "attachments": attachment_limits(settings),
+    }
+
+
+def attachment_limits(settings: Settings) -> dict[str, Any] | None:
+    """What the page's attach control shows and checks before sending (the API checks again);
+    None when ATTACHMENTS_ENABLED is false."""
+    if not settings.attachments_enabled:
+        return None
+    return {
+        "max_files": MAX_FILES,
+        "max_file_bytes": settings.max_attachment_bytes,
+        "max_message_bytes": settings.max_message_attachment_bytes,
+        "accept": sorted(f".{ext}" for ext in SUPPORTED_EXTENSIONS),
     }
 
 
