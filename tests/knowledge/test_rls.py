@@ -21,7 +21,7 @@ from ragkeeper_agent.history import ConversationStore
 from ragkeeper_agent.memory import MemoryStore
 from ragkeeper_agent.ratelimit import RateLimiter
 from ragkeeper_agent.tabular import ReadOnlySQL
-from ragkeeper_knowledge import create_pool
+from ragkeeper_knowledge import KnowledgeStore, create_pool
 from ragkeeper_knowledge.errors import ConfigurationError
 from ragkeeper_knowledge.migrate import current_revision, migrate_dsn
 from ragkeeper_knowledge.roles import LOGIN_ENV
@@ -55,6 +55,8 @@ INSERTS = {
     "public.attachments": "INSERT INTO public.attachments (id, session_id, message_id, "
     "file_name, mime_type, size_bytes, sha256) VALUES ('a-rls', 's-rls', 1, 'x.txt', "
     "'text/plain', 1, 'h')",
+    "public.image_captions": "INSERT INTO public.image_captions (content_hash, model, caption) "
+    "VALUES ('h', 'x', 'x')",
     "public.pipeline_generations": "INSERT INTO public.pipeline_generations (pipeline_id, "
     "generation) VALUES ('api:x', 1)",
     "ragkeeper_admin.duty_grants": "INSERT INTO ragkeeper_admin.duty_grants (duty, privileges, "
@@ -66,10 +68,15 @@ INSERTS = {
 
 @pytest.fixture(scope="module")
 async def urls(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A migrated database with documents, a tabular file, a conversation with an attachment,
-    a request and a memory."""
+    """A migrated database with documents, a tabular file, an image caption, a conversation with
+    an attachment, a request and a memory."""
     found = await migrated_database(pg_admin_url, "rls")
     assert await ingest_sample(found["ingest"], tmp_path_factory.mktemp("rls"), PIPELINE) == 2
+    ingest = await create_pool(found["ingest"], max_size=1)
+    try:  # what the job keeps for an image it had captioned (tests/rag/test_captions.py)
+        await KnowledgeStore(ingest).save_caption("c" * 64, "vision", "a whiteboard")
+    finally:
+        await ingest.close()
     pool = await create_pool(found["agent"], max_size=1)
     try:
         turn = [

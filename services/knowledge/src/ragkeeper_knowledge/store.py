@@ -11,7 +11,8 @@ Why it looks like this (the invariants are those of docs/architecture.md):
   and a CHECK constraint enforces that.
 * **Unchanged chunks are never re-embedded** (docs/architecture.md, invariant 4):
   ``existing_embeddings`` returns stored vectors for known chunk texts so
-  callers embed only new ones.
+  callers embed only new ones; ``existing_captions`` does the same for the
+  captions a vision model wrote for images (table ``image_captions``).
 * **One embedding space** (docs/architecture.md, invariant 5):
   ``register_embedding_model`` records the model once and gives the vector
   column its dimension (through a SECURITY DEFINER function: the ingestion
@@ -318,6 +319,33 @@ class KnowledgeStore:
             wanted,
         )
         return {r["content_hash"]: r["embedding"].tolist() for r in rows}
+
+    async def existing_captions(self, hashes: Iterable[str], model: str) -> dict[str, str]:
+        """Stored captions of images by content hash, as ``model`` wrote them (any document's).
+
+        Like ``existing_embeddings``: an image whose bytes were captioned before is never sent
+        to the vision model again (docs/ocr.md, "Captions").
+        """
+        wanted = sorted(set(hashes))
+        if not wanted:
+            return {}
+        rows = await self._pool.fetch(
+            "SELECT content_hash, caption FROM image_captions "
+            "WHERE content_hash = ANY($1::text[]) AND model = $2",
+            wanted,
+            model,
+        )
+        return {r["content_hash"]: r["caption"] for r in rows}
+
+    async def save_caption(self, content_hash: str, model: str, caption: str) -> None:
+        """Keep the caption ``model`` gave the image of ``content_hash`` (the first one wins)."""
+        await self._pool.execute(
+            "INSERT INTO image_captions (content_hash, model, caption) VALUES ($1, $2, $3) "
+            "ON CONFLICT (content_hash, model) DO NOTHING",
+            content_hash,
+            model,
+            caption,
+        )
 
     async def replace_document(self, doc: DocumentWrite, *, fresh: bool = False) -> None:
         """Insert or replace one document with its chunks and rows in one transaction.
