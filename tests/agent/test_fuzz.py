@@ -10,14 +10,15 @@ the offline extractive model and the seeded handbook:
   a conversation that the conversation routes then list, read and continue).
 
 The seed is fixed and the example database off, so a run is the same run every time. A
-failure is the app or its document being wrong: fix the one that is wrong; the only rule a
-generated request is made to follow (:func:`_ends_with_a_question`) is one JSON Schema
-cannot state, and it says why.
+failure is the app or its document being wrong: fix the one that is wrong; the only rules a
+generated request is made to follow (:func:`_ends_with_a_question`, :func:`_readable_files`)
+are ones JSON Schema cannot state, and they say why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 from collections.abc import Iterator
@@ -92,6 +93,26 @@ def _ends_with_a_question(_context: Any, case: Any) -> Any:
         last["content"].append({"type": "text", "text": "How many days of leave?"})
     else:
         last["content"] = f"{last.get('content') or ''} How many days of leave?"
+    return case
+
+
+@schema.hook("map_case").apply_to(method="POST", path="/api/pydantic-agent")
+def _readable_files(_context: Any, case: Any) -> Any:
+    """A positive request's attached files are readable files of a supported format.
+
+    The schema states the formats in ``files``' description; that a file's bytes are a
+    readable document of its format is a rule no schema can state (a PDF must parse). Each
+    file of a positive request becomes a short text file; negative requests are left as they
+    are.
+    """
+    if case.meta is None or case.meta.generation.mode != GenerationMode.POSITIVE:
+        return case
+    files = case.body.get("files") if isinstance(case.body, dict) else None
+    for n, item in enumerate(files if isinstance(files, list) else []):
+        if isinstance(item, dict):
+            item["fileName"] = f"note-{n}.txt"
+            item["mimeType"] = "text/plain"
+            item["content"] = base64.b64encode(b"Leave is booked in the HR portal.").decode()
     return case
 
 

@@ -110,13 +110,17 @@ async def test_chat_rejects_invalid_bodies_with_422(server: RunningServer) -> No
 
 
 async def test_oversized_body_is_413(server: RunningServer) -> None:
+    """MAX_REQUEST_BYTES (2 MiB) on every route; the chat route adds the base64 size of
+    MAX_MESSAGE_ATTACHMENT_BYTES (10 MiB) for attached files: 15.3 MiB in all."""
     async with server.client() as c:
-        r = await c.post(
-            "/api/pydantic-agent",
-            content=json.dumps({"query": "x" * (3 * 1024 * 1024)}),
-            headers={**auth("gus"), "content-type": "application/json"},
-        )
-    assert r.status_code == 413
+        for route, size in (("/api/search", 3 * 1024 * 1024), ("/api/pydantic-agent", 16 << 20)):
+            r = await c.post(
+                route,
+                content=json.dumps({"query": "x" * size}),
+                headers={**auth("gus"), "content-type": "application/json"},
+            )
+            assert r.status_code == 413, route
+            assert "request body exceeds" in r.json()["detail"]
 
 
 async def test_search_returns_ranked_passages(server: RunningServer) -> None:

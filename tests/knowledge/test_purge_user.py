@@ -31,6 +31,13 @@ async def _seed(conn: asyncpg.Connection) -> None:
                 role,
             )
         await conn.execute(
+            "INSERT INTO attachments (id, session_id, message_id, file_name, mime_type, "
+            "size_bytes, sha256) SELECT $1, $2, min(id), 'notes.txt', 'text/plain', 5, 'h' "
+            "FROM messages WHERE session_id = $2",
+            f"a-{user}",
+            session,
+        )
+        await conn.execute(
             "INSERT INTO memories (user_id, content, embedding, session_id) "
             "VALUES ($1, 'my team is Falcon', '[1,0,0]'::vector, $2)",
             user,
@@ -63,7 +70,13 @@ async def test_purge_deletes_one_users_rows_and_nothing_else(pg_admin_url: str) 
     conn = await asyncpg.connect(urls["migrator"])
     try:
         await _seed(conn)
-        everything = {"conversations": 1, "messages": 2, "memories": 1, "requests": 1}
+        everything = {
+            "conversations": 1,
+            "messages": 2,
+            "attachments": 1,
+            "memories": 1,
+            "requests": 1,
+        }
 
         code, out, err = _purge(urls["migrator"], "purge-alice", "--dry-run")
         assert code == 0, err

@@ -16,6 +16,7 @@ Build one agent per app with :func:`build_agent`; the model is chosen by
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -131,6 +132,9 @@ class Deps:
     """The conversation of the run, recorded with a memory saved in it."""
     recalled: list[Memory] | None = None
     """The memories given to the model for this run's question, looked up once per run."""
+    attachments: list[Passage] = field(default_factory=list)
+    """The text of the files attached to the run's conversation so far, as numbered passages
+    (``attachments.passages``), given to the model in the instructions at every turn."""
 
 
 class ToolInputError(ValueError):
@@ -416,6 +420,24 @@ async def memory_instructions(ctx: RunContext[Deps]) -> str | None:
     return f"{MEMORY_GUIDANCE}\n\n{MEMORY_HEADER}\n{lines}"
 
 
+ATTACHMENTS_HEADER = (
+    "Files the user attached to this conversation, as JSON passages (their text, not the "
+    "documents'); cite them by their number n like the documents' passages:"
+)
+
+
+async def attachment_instructions(ctx: RunContext[Deps]) -> str | None:
+    """The dynamic part of the instructions that gives the model the conversation's attached
+    files (none: nothing)."""
+    if not ctx.deps.attachments:
+        return None
+    listed = json.dumps(
+        [p.model_dump(mode="json", exclude={"score", "chunk"}) for p in ctx.deps.attachments],
+        ensure_ascii=False,
+    )
+    return f"{ATTACHMENTS_HEADER}\n{listed}"
+
+
 async def search_documents(
     ctx: RunContext[Deps],
     query: str,
@@ -561,7 +583,7 @@ def build_agent(model: Model) -> Agent[Deps, str]:
         model,
         deps_type=Deps,
         output_type=str,
-        instructions=[INSTRUCTIONS, memory_instructions],
+        instructions=[INSTRUCTIONS, attachment_instructions, memory_instructions],
         retries=2,
         name="ragkeeper",
         tools=agent_tools(),

@@ -212,7 +212,11 @@ def _add_middleware(app: FastAPI, settings: Settings, tracing: Tracing | None) -
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        path_limits={"/api/pydantic-agent": settings.chat_body_bytes},
+    )
     app.add_middleware(ObservabilityMiddleware)
     if tracing is not None:
         app.add_middleware(TracingMiddleware, tracing=tracing)

@@ -166,13 +166,19 @@ def prompt_chars(prompt: str | Sequence[UserContent], history: Sequence[ModelMes
 
 
 def check_prompt_size(
-    prompt: str | Sequence[UserContent], history: Sequence[ModelMessage], *, limit: int
+    prompt: str | Sequence[UserContent],
+    history: Sequence[ModelMessage],
+    *,
+    limit: int,
+    extra_chars: int = 0,
 ) -> None:
-    """Refuse (413) a turn whose whole prompt exceeds ``MAX_PROMPT_CHARS``."""
-    size = prompt_chars(prompt, history)
+    """Refuse (413) a turn whose whole prompt exceeds ``MAX_PROMPT_CHARS``; ``extra_chars``
+    is the text the instructions add (the conversation's attached files)."""
+    size = prompt_chars(prompt, history) + extra_chars
     if size > limit:
         raise RequestTooLarge(
-            f"the prompt is {size} characters with its history and system messages, "
+            f"the prompt is {size} characters with its history, attached files and system "
+            "messages, "
             f"over the limit of {limit} (MAX_PROMPT_CHARS); shorten the history or start "
             "a new conversation"
         )

@@ -34,6 +34,10 @@ How sentences are chosen (:func:`compose_answer`):
 - A table row is quoted by its first column and the columns that match the question,
   with ``…`` for the columns left out.
 
+Attachments (docs/agent.md, "Files in the chat"): the passages of the files attached to the
+conversation reach the model as JSON in its instructions (``agent.attachment_instructions``);
+they are quoted from like the search's passages, by the numbers they were given.
+
 Memory (docs/agent.md, "Memory"): when the ``save_memory`` tool is offered, an explicit
 "remember that …" message (no question mark) calls it with the rest of the message, and the
 answer confirms it. The memories the agent recalled for a question reach the model in its
@@ -63,7 +67,7 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
-from .agent import MEMORY_HEADER, SAVE_MEMORY_TOOL, SEARCH_TOOL, Passage
+from .agent import ATTACHMENTS_HEADER, MEMORY_HEADER, SAVE_MEMORY_TOOL, SEARCH_TOOL, Passage
 
 MODEL_NAME = "ragkeeper-extractive"
 LABEL = "Extractive answer (no language model configured)"
@@ -472,6 +476,19 @@ def recalled_memories(instructions: str | None) -> list[str]:
     return memories
 
 
+def attached_passages(instructions: str | None) -> list[Passage]:
+    """The passages of the conversation's attached files, listed as JSON under
+    ``agent.ATTACHMENTS_HEADER`` in the run's instructions (none: empty)."""
+    if not instructions or ATTACHMENTS_HEADER not in instructions:
+        return []
+    listed = instructions.split(ATTACHMENTS_HEADER, 1)[1].lstrip()
+    try:
+        found, _ = json.JSONDecoder().raw_decode(listed)
+        return [Passage(score=1.0, **item) for item in found]
+    except (ValueError, TypeError):
+        return []
+
+
 def with_memories(answer: str, question: str, memories: list[str]) -> str:
     """``answer`` after the memories that share a content word with the question, if any."""
     asked = _terms(question)
@@ -513,7 +530,7 @@ def _reply(messages: list[ModelMessage], info: AgentInfo) -> str | tuple[str, di
                 return SAVE_MEMORY_TOOL, {"text": fact}
             return SEARCH_TOOL, _search_args(messages)
         return f"{LABEL}: the document search failed, so there is nothing to quote."
-    answer = compose_answer(question, passages)
+    answer = compose_answer(question, attached_passages(info.instructions) + passages)
     return with_memories(answer, question, recalled_memories(info.instructions))
 
 

@@ -5,7 +5,8 @@ one ``ModelMessage`` per row, so a conversation replays exactly — tool calls a
 their results included — on the next turn, whichever replica serves it. A
 readable ``role``/``content`` projection is stored next to it for the history
 routes. A turn is saved by one statement at its end: a failed run leaves no
-half-turn behind. Every read takes the caller's user id and filters by it, so
+half-turn behind, and the files attached to the turn's question (``attachments.py``) are
+written by the same statement. Every read takes the caller's user id and filters by it, so
 one user can never see another's conversation (not even its existence).
 """
 
@@ -30,7 +31,9 @@ from pydantic_ai.messages import (
     UserPromptPart,
 )
 
+from .attachments import Attachment, stored_attachment
 from .errors import NotFound
+from .schemas import AttachmentOut
 
 TITLE_MAX_CHARS = 60
 
@@ -51,6 +54,8 @@ class StoredMessage:
     content: str
     created_at: datetime
     message: dict[str, Any]
+    attachments: list[AttachmentOut]
+    """The files attached to this message: id, file_name, mime_type, size_bytes."""
 
 
 def new_session_id() -> str:
@@ -137,11 +142,7 @@ class ConversationStore:
     async def messages(self, session_id: str, user_id: str) -> list[StoredMessage]:
         if await self.get(session_id, user_id) is None:
             raise NotFound("no such conversation")
-        rows = await self._pool.fetch(
-            "SELECT id, role, content, created_at, message FROM messages "
-            "WHERE session_id = $1 ORDER BY id",
-            session_id,
-        )
+        rows = await self._pool.fetch(_MESSAGES, session_id)
         return [
             StoredMessage(
                 id=r["id"],
@@ -149,9 +150,20 @@ class ConversationStore:
                 content=r["content"],
                 created_at=r["created_at"],
                 message=json.loads(r["message"]),
+                attachments=json.loads(r["attachments"]),
             )
             for r in rows
         ]
+
+    async def attachments(self, session_id: str) -> list[Attachment]:
+        """The files attached to a conversation, oldest first (the caller checked that the
+        conversation is the user's: ``history`` returned it)."""
+        rows = await self._pool.fetch(
+            "SELECT id, file_name, mime_type, size_bytes, sha256, sections::text AS sections "
+            "FROM attachments WHERE session_id = $1 ORDER BY message_id, position",
+            session_id,
+        )
+        return [stored_attachment({**r, "sections": json.loads(r["sections"])}) for r in rows]
 
     async def save_turn(
         self,
@@ -160,12 +172,14 @@ class ConversationStore:
         new_messages: Sequence[ModelMessage],
         *,
         title: str | None,
+        attachments: Sequence[Attachment] = (),
     ) -> None:
         """Create the conversation if needed and append one turn, atomically.
 
         One statement (so one round trip, and atomic without an explicit transaction):
         the upsert touches the conversation only if ``user_id`` owns it, and the
-        messages are inserted only if it returned a row, in the turn's order.
+        messages are inserted only if it returned a row, in the turn's order; the
+        ``attachments`` are kept with the turn's first user message.
         """
         projections = [_projection(message) for message in new_messages]
         saved = await self._pool.fetchval(
@@ -176,6 +190,7 @@ class ConversationStore:
             [role for role, _ in projections],
             [content for _, content in projections],
             ModelMessagesTypeAdapter.dump_json(list(new_messages)).decode(),
+            json.dumps([{**a.as_row(), "position": i} for i, a in enumerate(attachments)]),
         )
         if not saved:
             raise NotFound("no such conversation")
@@ -195,7 +210,27 @@ WITH conversation AS (
     CROSS JOIN unnest($4::text[], $5::text[]) WITH ORDINALITY AS p(role, content, ord)
     JOIN jsonb_array_elements($6::jsonb) WITH ORDINALITY AS m(message, ord) USING (ord)
     ORDER BY ord
+    RETURNING id, role
+), attached AS (
+    INSERT INTO attachments (id, session_id, message_id, position, file_name, mime_type,
+                             size_bytes, sha256, sections)
+    SELECT a.id, c.session_id, (SELECT min(id) FROM inserted WHERE role = 'user'),
+           a.position, a.file_name, a.mime_type, a.size_bytes, a.sha256, a.sections
+    FROM conversation c
+    CROSS JOIN jsonb_to_recordset($7::jsonb)
+        AS a(id text, position integer, file_name text, mime_type text, size_bytes bigint,
+             sha256 text, sections jsonb)
     RETURNING 1
 )
 SELECT EXISTS (SELECT 1 FROM conversation)
+"""
+
+_MESSAGES = """
+SELECT m.id, m.role, m.content, m.created_at, m.message,
+       coalesce((SELECT jsonb_agg(jsonb_build_object('id', a.id, 'file_name', a.file_name,
+                                                     'mime_type', a.mime_type,
+                                                     'size_bytes', a.size_bytes)
+                                  ORDER BY a.position)
+                 FROM attachments a WHERE a.message_id = m.id), '[]'::jsonb)::text AS attachments
+FROM messages m WHERE m.session_id = $1 ORDER BY m.id
 """

@@ -112,27 +112,33 @@ class _BodyTooLarge(HTTPException):
 
 
 class BodySizeLimitMiddleware:
-    """Answers 413 when a request body is over ``max_bytes`` (declared or actually sent).
+    """Answers 413 when a request body is over its limit (declared or actually sent):
+    ``max_bytes``, or the larger limit ``path_limits`` gives its path (the chat route, whose
+    body carries attached files).
 
     It is the gate every request's input passes: the request then goes through
     :class:`RequestTextMiddleware` (the text rule), which it wraps itself, so the text is
     checked wherever the size is and only in bodies within the limit.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, path_limits: dict[str, int] | None = None
+    ) -> None:
         self.app = RequestTextMiddleware(app)
         self.max_bytes = max_bytes
+        self.path_limits = path_limits or {}
 
-    async def _reject(self, send: Send) -> None:
-        await send_json_error(send, 413, f"request body exceeds {self.max_bytes} bytes")
+    async def _reject(self, send: Send, limit: int) -> None:
+        await send_json_error(send, 413, f"request body exceeds {limit} bytes")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.path_limits.get(scope["path"], self.max_bytes)
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(send, limit)
             return
         received = 0
         started = False
@@ -142,8 +148,8 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLarge(self.max_bytes)
+                if received > limit:
+                    raise _BodyTooLarge(limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -156,7 +162,7 @@ class BodySizeLimitMiddleware:
             await self.app(scope, counting_receive, tracking_send)
         except _BodyTooLarge:
             if not started:
-                await self._reject(send)
+                await self._reject(send, limit)
 
 
 # At most this many refusals are listed in one answer.

@@ -62,7 +62,11 @@ class RequestBody(BaseModel):
 
 
 class FileAttachment(RequestBody):
-    """A file sent along with a question (base64), in the NDJSON route's ``files`` list."""
+    """A file sent along with a question (base64), in the NDJSON route's ``files`` list: a
+    document the ingestion job reads (PDF, DOCX, TXT, Markdown, HTML, CSV, TSV, XLSX) or a
+    PNG, JPEG or WebP image, known by ``fileName``'s extension or else ``mimeType``. At most
+    MAX_ATTACHMENT_BYTES decoded bytes per file and MAX_MESSAGE_ATTACHMENT_BYTES per message
+    (413); an unsupported or unreadable file is a 422 naming it."""
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -162,12 +166,24 @@ class MemoryDeleted(BaseModel):
     deleted: bool
 
 
+class AttachmentOut(TypedDict):
+    """A file attached to a question (its text is not listed)."""
+
+    id: str
+    file_name: str
+    mime_type: str
+    size_bytes: int
+
+
 class MessageOut(BaseModel):
     id: int
     role: str
     content: str
     created_at: datetime
     message: dict[str, Any]
+    attachments: list[AttachmentOut] = Field(
+        default_factory=list, description="the files attached to this (user) message"
+    )
 
 
 # ------------------------------------------------------------------ errors
@@ -214,13 +230,14 @@ class AgentDelta(TypedDict):
 
 class AgentDone(TypedDict):
     """The last line of an answered turn (``conversation_title`` only for a new
-    conversation)."""
+    conversation, ``attachments`` only when the question carried files)."""
 
     text: str
     session_id: str
     complete: Literal[True]
     sources: list[SourceOut]
     conversation_title: NotRequired[str]
+    attachments: NotRequired[list[AttachmentOut]]
 
 
 class AgentFailed(TypedDict):

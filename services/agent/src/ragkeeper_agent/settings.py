@@ -357,6 +357,14 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def chat_body_bytes(self) -> int:
+        """The chat route's body limit: MAX_REQUEST_BYTES, plus the base64 size of
+        MAX_MESSAGE_ATTACHMENT_BYTES when attachments are on."""
+        if not self.attachments_enabled:
+            return self.max_request_bytes
+        return self.max_request_bytes + -(-self.max_message_attachment_bytes * 4 // 3)
+
+    @property
     def redis_configured(self) -> bool:
         return bool(self.redis_url.get_secret_value())
 

@@ -1,8 +1,8 @@
 """Delete what ragkeeper keeps about one user: ``python -m ragkeeper_knowledge.purge_user SUB``.
 
-A user's conversations (their messages go with them), long-term memories and the rate
-limiter's request log, in one transaction; the documents are shared and stay. ``SUB`` is the
-user id the agent stores: the token's ``sub`` claim. Run it with the
+A user's conversations (their messages and attached files go with them), long-term memories
+and the rate limiter's request log, in one transaction; the documents are shared and stay.
+``SUB`` is the user id the agent stores: the token's ``sub`` claim. Run it with the
 migrator's DSN in ``DATABASE_URL``, as the migration Job does: the agent's own login may not
 delete conversations. Prints the rows deleted per table as JSON; ``--dry-run`` counts them
 and deletes nothing. Exit codes: 0 done, 2 bad arguments or no ``DATABASE_URL``.
@@ -18,11 +18,13 @@ import sys
 
 import asyncpg
 
-# What each table holds of the user; messages are counted through their conversations and
-# deleted with them (ON DELETE CASCADE).
+# What each table holds of the user; messages and attachments are counted through their
+# conversations and deleted with them (ON DELETE CASCADE).
 COUNT = {
     "conversations": "SELECT count(*) FROM conversations WHERE user_id = $1",
     "messages": "SELECT count(*) FROM messages m JOIN conversations c USING (session_id) "
+    "WHERE c.user_id = $1",
+    "attachments": "SELECT count(*) FROM attachments a JOIN conversations c USING (session_id) "
     "WHERE c.user_id = $1",
     "memories": "SELECT count(*) FROM memories WHERE user_id = $1",
     "requests": "SELECT count(*) FROM requests WHERE user_id = $1",

@@ -4,8 +4,11 @@ The route and its cumulative ``text`` field are kept compatible with existing
 clients of the earlier docker-compose deployment's API. Each line is
 ``{"text": <answer so far>, "delta": <new text>}`` as tokens arrive, then one
 final ``{"text": <answer>, "session_id": ..., "complete": true}`` (plus
-``conversation_title`` for a new conversation and ``sources``). ``text`` is
-always the exact answer so far and each line is flushed as it is produced.
+``conversation_title`` for a new conversation, ``sources`` and, when the question
+carried files, ``attachments``). ``text`` is always the exact answer so far and each line
+is flushed as it is produced. Files in ``files`` are read by ``attachments.py`` before the
+turn starts; the text of every file attached to the conversation so far is given to the
+model at each turn, numbered for citation before the search's passages.
 Failures before the first token are real HTTP statuses; after it, a final
 ``{"error": ..., "complete": true, "status": ...}`` line, ``status`` being the HTTP status the
 failure would have had (503: a dependency is down, retry shortly).
@@ -16,12 +19,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
-from pydantic_ai.messages import BinaryContent, ModelMessage, UserContent
+from pydantic_ai.messages import ModelMessage, UserContent
 
+from ..attachments import Attachment, passages, read_attachments, text_chars
 from ..chat import (
     TextDelta,
     TurnInterrupted,
@@ -35,33 +40,23 @@ from ..errors import NotFound, too_long
 from ..history import make_title, new_session_id
 from ..metrics import CONVERSATIONS_CREATED
 from ..openapi import AGENT_STREAM, AUTHENTICATED, NDJSON, ok, responses
-from ..schemas import AgentDone, AgentRequest, FileAttachment, SourceOut
+from ..schemas import AgentDone, AgentRequest, SourceOut
 from ..services import Services
 from ..tracing import identify
 
 logger = logging.getLogger(__name__)
 router = APIRouter(responses=responses(*AUTHENTICATED))
 
-_TEXT_TYPES = ("text/", "application/json", "application/xml", "application/csv")
-
 
 def _line(payload: Mapping[str, object]) -> bytes:
     return (json.dumps(payload, ensure_ascii=False) + "\n").encode()
 
 
-def build_prompt(query: str, files: Sequence[FileAttachment] | None) -> str | list[UserContent]:
-    """Text-like attachments are inlined into the prompt; others go to the model as binaries."""
-    if not files:
-        return query
-    text = query
-    binaries: list[UserContent] = []
-    for f in files:
-        data = f.data()
-        if f.mime_type.startswith(_TEXT_TYPES):
-            text += f"\n\n[Attached file: {f.file_name}]\n{data.decode('utf-8', 'replace')}"
-        else:
-            binaries.append(BinaryContent(data=data, media_type=f.mime_type))
-    return [text, *binaries] if binaries else text
+def build_prompt(query: str, attachments: Sequence[Attachment]) -> str | list[UserContent]:
+    """The question, with the images that go to a vision model as image parts (the files'
+    text reaches the model in the instructions, ``agent.attachment_instructions``)."""
+    images = [part for a in attachments if (part := a.image_part()) is not None]
+    return [query, *images] if images else query
 
 
 def sources_out(result: TurnResult) -> list[SourceOut]:
@@ -110,29 +105,47 @@ async def pydantic_agent(
         if history is None and await services.conversations.exists(session_id):
             raise NotFound("no such conversation")
     title = make_title(body.query) if history is None else None
-    prompt = build_prompt(body.query, body.files)
-    check_prompt_size(prompt, history or [], limit=services.settings.max_prompt_chars)
-
-    stream = services.runner.stream(
-        prompt, history=history or [], deps=services.deps(user_id, session_id)
+    attached = await read_attachments(body.files, services.settings) if body.files else []
+    earlier = await services.conversations.attachments(session_id) if history is not None else []
+    prompt = build_prompt(body.query, attached)
+    check_prompt_size(
+        prompt,
+        history or [],
+        limit=services.settings.max_prompt_chars,
+        extra_chars=text_chars([*earlier, *attached]),
     )
+
+    deps = services.deps(user_id, session_id)
+    deps.attachments = passages([*earlier, *attached], deps.sources)
+    stream = services.runner.stream(prompt, history=history or [], deps=deps)
     first, rest = await start_turn(stream)
+    turn = Turn(user_id=user_id, session_id=session_id, title=title, attachments=attached)
     return StreamingResponse(
-        _ndjson(services, first, rest, user_id=user_id, session_id=session_id, title=title),
+        _ndjson(services, first, rest, turn),
         media_type=NDJSON,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """What the stream saves at its end besides the answer."""
+
+    user_id: str
+    session_id: str
+    title: str | None
+    """A new conversation's title (None: the conversation exists)."""
+    attachments: list[Attachment]
+    """The files of this turn's question."""
 
 
 async def _ndjson(
     services: Services,
     first: TextDelta | TurnResult,
     rest: AsyncGenerator[TextDelta | TurnResult],
-    *,
-    user_id: str,
-    session_id: str,
-    title: str | None,
+    turn: Turn,
 ) -> AsyncIterator[bytes]:
+    user_id, session_id, title = turn.user_id, turn.session_id, turn.title
     text = ""
     result: TurnResult | None = None
     try:
@@ -147,7 +160,7 @@ async def _ndjson(
         # The stream ends with a result (B101 does not apply).
         assert result is not None  # nosec B101
         await services.conversations.save_turn(
-            session_id, user_id, result.new_messages, title=title
+            session_id, user_id, result.new_messages, title=title, attachments=turn.attachments
         )
         if title is not None:
             CONVERSATIONS_CREATED.inc()
@@ -159,6 +172,8 @@ async def _ndjson(
         }
         if title is not None:
             final["conversation_title"] = title
+        if turn.attachments:
+            final["attachments"] = [a.summary() for a in turn.attachments]
         yield _line(final)
     except TurnInterrupted:
         yield _line(

@@ -66,7 +66,12 @@ async def conversation_messages(
     rows = await services.conversations.messages(session_id, owner)
     return [
         MessageOut(
-            id=m.id, role=m.role, content=m.content, created_at=m.created_at, message=m.message
+            id=m.id,
+            role=m.role,
+            content=m.content,
+            created_at=m.created_at,
+            message=m.message,
+            attachments=m.attachments,
         )
         for m in rows
         if include_tools or m.role == "user" or (m.role == "assistant" and m.content)

@@ -1,6 +1,7 @@
 -- 0007: files attached to chat messages (docs/agent.md, "Files in the chat").
 --
--- One row per file a user attached to a message: its name, type, size and SHA-256, and the
+-- One row per file a user attached to a message (position: its place among the message's
+-- files): its name, type, size and SHA-256, and the
 -- text extracted from it (ragkeeper_knowledge.extraction) as sections, one per PDF page or
 -- image: [{"page": int|null, "ocr": bool, "text": str}]. The agent gives that text to the
 -- model at every turn of the conversation, so a follow-up question can refer to it; an image
@@ -17,6 +18,7 @@ CREATE TABLE public.attachments (
     id          text        PRIMARY KEY,
     session_id  text        NOT NULL REFERENCES public.conversations (session_id) ON DELETE CASCADE,
     message_id  bigint      NOT NULL REFERENCES public.messages (id) ON DELETE CASCADE,
+    position    integer     NOT NULL DEFAULT 0 CHECK (position >= 0),
     file_name   text        NOT NULL CHECK (length(file_name) BETWEEN 1 AND 255),
     mime_type   text        NOT NULL,
     size_bytes  bigint      NOT NULL CHECK (size_bytes >= 0),
@@ -24,7 +26,7 @@ CREATE TABLE public.attachments (
     sections    jsonb       NOT NULL DEFAULT '[]'::jsonb,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX attachments_session ON public.attachments (session_id, created_at, id);
+CREATE INDEX attachments_session ON public.attachments (session_id, message_id, position);
 CREATE INDEX attachments_message ON public.attachments (message_id);
 ALTER TABLE public.attachments ENABLE ROW LEVEL SECURITY;
 
