@@ -50,7 +50,9 @@ export function explain(err) {
     return "This account is not allowed to do that" + (err.detail ? ` (${err.detail}).` : ".");
   }
   if (s === 404) return "That conversation does not exist, or it is not yours.";
-  if (s === 413) return "The message is too large to send.";
+  if (s === 413) {
+    return "The message is too large to send" + (err.detail ? `: ${err.detail}.` : ".");
+  }
   if (s === 422) return `The server did not accept the message: ${err.detail || "invalid input"}.`;
   if (s === 429) {
     const wait = err.retryAfter ?? 60;

@@ -5,8 +5,10 @@
 // carrying an SSO provider's answer (?code= or ?error=) finishes that sign-in first.
 // Everything else is fetched from the agent API (api.js) and rendered with
 // textContent or through the Markdown sanitizer (render.js) — never raw HTML.
+// Files chosen for the next message live in the attach control (attachments.js).
 
 import { Api, ApiError, explain } from "./api.js";
+import { Attachments, attachedList, encodeFiles } from "./attachments.js";
 import { Session, SignInError } from "./auth.js";
 import { MemoryPanel } from "./memories.js";
 import {
@@ -22,6 +24,7 @@ const state = {
   sessionId: null,
   controller: null,
   memories: null,
+  attachments: null,
 };
 
 // ------------------------------------------------------------------ notices
@@ -166,7 +169,7 @@ async function openConversation(sessionId, title) {
   let sources = [];
   for (const m of messages) {
     if (m.role === "user") {
-      addMessage("user", m.content);
+      addMessage("user", m.content, m.attachments);
       sources = [];
     } else if (m.role === "tool") {
       sources.push(...sourcesFromToolMessage(m.message));
@@ -185,7 +188,8 @@ async function openFromLocation() {
 
 // ------------------------------------------------------------------ messages
 
-function addMessage(role, text) {
+/** A message in the transcript; a user message lists its attached `files` under it. */
+function addMessage(role, text, files = []) {
   $("empty").hidden = true;
   const article = document.createElement("article");
   article.className = `message ${role}`;
@@ -197,6 +201,7 @@ function addMessage(role, text) {
   if (role === "user") content.textContent = text;
   else renderMarkdown(content, text);
   article.append(label, content);
+  if (files?.length) article.append(attachedList(files));
   $("messages").append(article);
   article.scrollIntoView({ block: "end" });
   return article;
@@ -240,18 +245,39 @@ function stop() {
   state.controller?.abort();
 }
 
+/** The chosen files as the body's `files`; null (and the reason shown) when one cannot be
+ * read or the user pressed Stop meanwhile. */
+async function readFiles(chosen, controller) {
+  try {
+    const files = await encodeFiles(chosen);
+    return controller.signal.aborted ? null : files;
+  } catch (err) {
+    notify(err.message);
+    return null;
+  }
+}
+
 async function send(query) {
   if (state.controller || !query.trim()) return;
   clearNotice();
-  const prompt = $("prompt");
-  prompt.value = "";
-  const asked = addMessage("user", query);
-  const bubble = addMessage("assistant", "");
-  bubble.classList.add("streaming");
-  const content = bubble.querySelector(".content");
   const controller = new AbortController();
   state.controller = controller;
   setStreaming(true);
+  const chosen = [...state.attachments.files];
+  const files = await readFiles(chosen, controller);
+  if (!files) {
+    state.controller = null;
+    setStreaming(false);
+    return;
+  }
+  const prompt = $("prompt");
+  prompt.value = "";
+  const asked = addMessage(
+    "user", query, chosen.map((f) => ({ file_name: f.name, size_bytes: f.size })),
+  );
+  const bubble = addMessage("assistant", "");
+  bubble.classList.add("streaming");
+  const content = bubble.querySelector(".content");
   let text = "";
   let pending = false;
   let finished = false;
@@ -271,6 +297,7 @@ async function send(query) {
   try {
     const body = { query };
     if (state.sessionId) body.session_id = state.sessionId;
+    if (files.length) body.files = files;
     for await (const line of state.api.chat(body, controller.signal)) {
       started = true;
       if (typeof line.text === "string" && !line.complete) {
@@ -288,6 +315,8 @@ async function send(query) {
       notify(`The answer stopped early: ${final.error}`);
     } else if (final) {
       finish(final.text, final.sources ?? []);
+      // Sent and answered: the chips go. On any failure they stay for another try.
+      state.attachments.forget(chosen);
       if (!state.sessionId || final.conversation_title) {
         state.sessionId = final.session_id;
         history.replaceState(null, "", `#/c/${encodeURIComponent(final.session_id)}`);
@@ -304,7 +333,8 @@ async function send(query) {
       finish(text, []);
       addNote(bubble, "Stopped. This answer was not saved.", "stopped");
     } else if (!started) {
-      // Nothing was answered: take the question back so it can be sent again.
+      // Nothing was answered: take the question back so it can be sent again (with the
+      // chosen files, which are still attached).
       bubble.remove();
       asked.remove();
       if (!$("messages").querySelector(".message")) $("empty").hidden = false;
@@ -353,6 +383,7 @@ function wire() {
     stop();
     await state.session.signOut();
     state.sessionId = null;
+    state.attachments.clear();
     history.replaceState(null, "", location.pathname + location.search);
     resetMessages();
     $("conversations").replaceChildren();
@@ -402,6 +433,7 @@ async function boot() {
   state.session = new Session(config);
   state.api = new Api(() => state.session.validToken());
   state.memories = new MemoryPanel(state.api, fail);
+  state.attachments = new Attachments(config.attachments ?? null, notify, clearNotice);
   wire();
   setSidebar(false);
   let refused = null;

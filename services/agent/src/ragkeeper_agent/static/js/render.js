@@ -111,11 +111,19 @@ export function snippet(content) {
   return `${flat.slice(0, cut > SNIPPET_CHARS / 2 ? cut : SNIPPET_CHARS)}…`;
 }
 
-/** Passages grouped by document, in order of their first number. */
+/** A passage of a file attached to the chat (document_id "attachment:<id>"): no URL, titled
+ * by the file name, with ", page N" for a PDF's pages. */
+export function isAttachment(source) {
+  return String(source.document_id ?? "").startsWith("attachment:");
+}
+
+/** Passages grouped by document (an attached file's pages apart), in order of their first
+ * number. */
 export function byDocument(sources) {
   const groups = new Map();
   for (const source of [...sources].sort((a, b) => a.n - b.n)) {
-    const key = source.document_id || source.url || source.title || `#${source.n}`;
+    const key = isAttachment(source) ? `${source.document_id} ${source.title}`
+      : source.document_id || source.url || source.title || `#${source.n}`;
     if (!groups.has(key)) groups.set(key, []);
     const passages = groups.get(key);
     if (!passages.some((p) => p.n === source.n)) passages.push(source);
@@ -124,7 +132,8 @@ export function byDocument(sources) {
 }
 
 /** The "Sources" list under an answer: one entry per document (a link when it has an
- * http(s) URL), with the numbers and the opening words of its cited passages under it. */
+ * http(s) URL; an attached file's is marked so), with the numbers and the opening words of
+ * its cited passages under it. */
 export function sourcesList(sources) {
   const nav = document.createElement("nav");
   nav.className = "sources";
@@ -141,6 +150,14 @@ export function sourcesList(sources) {
     const title = url ? link(url, label, url) : document.createElement("span");
     if (!url) title.textContent = label;
     title.classList.add("source-title");
+    item.append(title);
+    if (isAttachment(first)) {
+      item.classList.add("attachment");
+      const kind = document.createElement("span");
+      kind.className = "source-kind";
+      kind.textContent = "attached file";
+      item.append(" ", kind);
+    }
     const cited = document.createElement("ul");
     cited.className = "passages";
     for (const passage of passages) {
@@ -153,7 +170,7 @@ export function sourcesList(sources) {
       if (text) entry.append(" ", text);
       cited.append(entry);
     }
-    item.append(title, cited);
+    item.append(cited);
     list.append(item);
   }
   nav.append(heading, list);
