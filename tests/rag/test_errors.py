@@ -51,4 +51,6 @@ def test_one_except_clause_catches_the_job_and_the_store_variants() -> None:
     for raised in (errors.ConfigurationError("job"), kerrors.EmbeddingModelMismatch("store")):
         with pytest.raises(kerrors.ConfigurationError):
             raise raised
-    assert not issubclass(errors.FileSkipped, kerrors.KnowledgeError)
+    # one file's failure: the job's and the extractors' alike, never a configuration error
+    assert issubclass(errors.FileSkipped, kerrors.FileSkipped)
+    assert not issubclass(errors.FileSkipped, kerrors.ConfigurationError | kerrors.TransientError)

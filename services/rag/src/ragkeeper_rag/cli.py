@@ -29,6 +29,7 @@ from ragkeeper_knowledge import errors as kerrors
 from ragkeeper_knowledge.embedding import EMBEDDING_VARIABLES, create_embedder
 from ragkeeper_knowledge.extraction import SUPPORTED_EXTENSIONS
 
+from .captions import Captioner
 from .errors import EXIT_OK, ConfigurationError, Interrupted, TransientError, exit_code_for
 from .logs import configure_logging
 from .settings import RagSettings
@@ -112,6 +113,20 @@ def termination_message(stats: dict[str, Any]) -> str:
         errors = errors[: len(errors) // 2]
 
 
+def captioner_for(settings: RagSettings) -> Captioner | None:
+    """The vision model's client when ``RAG_IMAGE_CAPTIONS`` is on (the settings checked that
+    its base URL and model are set)."""
+    if not settings.image_captions or not settings.caption_base_url or not settings.caption_model:
+        return None
+    key = settings.caption_api_key.get_secret_value() if settings.caption_api_key else None
+    return Captioner(
+        settings.caption_base_url,
+        settings.caption_model,
+        api_key=key,
+        timeout_seconds=settings.caption_timeout_seconds,
+    )
+
+
 async def run(settings: RagSettings, stop: asyncio.Event) -> RunStats:
     """Run the configured mode once (or until stopped in continuous mode)."""
     if settings.database_url is None:
@@ -124,6 +139,7 @@ async def run(settings: RagSettings, stop: asyncio.Event) -> RunStats:
             return await purge(store, pipeline_id, settings.pipeline_type)
         source = build_source(settings, extensions=SUPPORTED_EXTENSIONS)
         embedder = create_embedder(settings.embedding)
+        captioner = captioner_for(settings)
         try:
             engine = SyncEngine(
                 store,
@@ -132,6 +148,7 @@ async def run(settings: RagSettings, stop: asyncio.Event) -> RunStats:
                 fetch_concurrency=settings.drive_max_concurrency,
                 extract_workers=resolve_workers(settings.extract_workers),
                 limits=settings.extraction_limits(),
+                captioner=captioner,
             )
             if settings.run_mode == "single":
                 return await engine.sync_once(source, pipeline_id, stop=stop)
@@ -139,6 +156,8 @@ async def run(settings: RagSettings, stop: asyncio.Event) -> RunStats:
         finally:
             await source.aclose()
             await embedder.aclose()
+            if captioner is not None:
+                await captioner.aclose()
     finally:
         await pool.close()
 

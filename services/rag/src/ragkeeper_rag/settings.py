@@ -195,6 +195,26 @@ class RagSettings(BaseSettings):
         validation_alias=AliasChoices("RAG_OCR_MAX_PIXELS", "ocr_max_pixels"),
     )
 
+    # captions of PNG/JPEG/WebP files from a vision model (an OpenAI-compatible chat completions
+    # API), cached by content hash (docs/ocr.md, "Captions")
+    image_captions: bool = Field(
+        False, validation_alias=AliasChoices("RAG_IMAGE_CAPTIONS", "image_captions")
+    )
+    caption_base_url: str | None = Field(
+        None, validation_alias=AliasChoices("RAG_CAPTION_BASE_URL", "caption_base_url")
+    )
+    caption_model: str | None = Field(
+        None, validation_alias=AliasChoices("RAG_CAPTION_MODEL", "caption_model")
+    )
+    caption_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("RAG_CAPTION_API_KEY", "caption_api_key")
+    )
+    caption_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        validation_alias=AliasChoices("RAG_CAPTION_TIMEOUT_SECONDS", "caption_timeout_seconds"),
+    )
+
     # the embedder (EMBEDDING_* or the config file's [embedding] table); the agent reads the same
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
 
@@ -202,6 +222,21 @@ class RagSettings(BaseSettings):
     def _overlap_below_size(self) -> RagSettings:
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError("RAG_CHUNK_OVERLAP must be smaller than RAG_CHUNK_SIZE")
+        return self
+
+    @model_validator(mode="after")
+    def _captions_need_a_model(self) -> RagSettings:
+        if self.image_captions:
+            missing = [
+                name
+                for name, value in (
+                    ("RAG_CAPTION_BASE_URL", self.caption_base_url),
+                    ("RAG_CAPTION_MODEL", self.caption_model),
+                )
+                if not (value and value.strip())
+            ]
+            if missing:
+                raise ValueError(f"RAG_IMAGE_CAPTIONS=true needs {' and '.join(missing)}")
         return self
 
     def extraction_limits(self) -> ExtractionLimits:

@@ -22,6 +22,9 @@ Why in this order:
   than one CPU and a run has many files to parse, so parsing runs beside the
   event loop instead of taking turns with it for the GIL, and a parser crash
   costs one file, not the run.
+* **Captions in the event loop** (``captions.py``, ``RAG_IMAGE_CAPTIONS``): an
+  image's caption is a request to a vision model, asked after the image was
+  extracted, once per image content (cached by hash like chunk vectors).
 * **Groups of files.** Fetch/extract run concurrently for a group, then all
   new chunk texts of the group go to the embedder in one call, which keeps
   batch sizes high for both local models and HTTP APIs.
@@ -44,9 +47,15 @@ import asyncpg
 from ragkeeper_knowledge import ChunkWrite, DocumentWrite, KnowledgeStore, RowWrite, StoredVersion
 from ragkeeper_knowledge.embedding import Embedder, ensure_dimension
 from ragkeeper_knowledge.errors import FileSkipped
-from ragkeeper_knowledge.extraction import DEFAULT_LIMITS, Extracted, ExtractionLimits
+from ragkeeper_knowledge.extraction import (
+    DEFAULT_LIMITS,
+    IMAGE_EXTENSIONS,
+    Extracted,
+    ExtractionLimits,
+)
 
-from .chunking import ChunkPiece
+from .captions import Captioner, CaptionFailed, Captions
+from .chunking import ChunkPiece, chunk_document
 from .errors import Interrupted, TransientError
 from .sources.base import ScanResult, Source, SourceFile
 from .workers import POOL_MIN_FILES, Extractor
@@ -127,14 +136,24 @@ def _embedding_input(title: str | None, heading: str | None, text: str) -> str:
 
 
 OCR_MARK = "+ocr"
-"""Ends the stored version of a PDF or image read with OCR on (``SyncEngine._with_ocr_mark``)."""
+"""In the stored version of a PDF or image read with OCR on (``SyncEngine._with_marks``)."""
 OCR_MIME_PREFIXES = ("application/pdf", "image/")
+CAPTION_MARK = "+caption"
+"""Ends the stored version of an image stored with its caption (``SyncEngine._with_marks``)."""
+CAPTION_HEADING = "Image caption"
+"""The heading of an image's caption chunks (what the embedder and the reranker read with them)."""
+
+
+def _reading(version: str) -> tuple[bool, bool]:
+    """(OCR on, captioned) as a stored version records them."""
+    captioned = version.endswith(CAPTION_MARK)
+    return version.removesuffix(CAPTION_MARK).endswith(OCR_MARK), captioned
 
 
 def _same_reading(known: StoredVersion, f: SourceFile, digest: str) -> bool:
-    """Whether the stored document is ``f``'s content read as it would be now (OCR on or off)."""
-    ocr_then, ocr_now = known.version.endswith(OCR_MARK), f.version.endswith(OCR_MARK)
-    return known.content_hash == digest and ocr_then == ocr_now
+    """Whether the stored document is ``f``'s content read as it would be now (OCR on or off,
+    captioned or not)."""
+    return known.content_hash == digest and _reading(known.version) == _reading(f.version)
 
 
 def _chunks(
@@ -164,6 +183,36 @@ def _chunks(
             meta["ocr"] = True
         chunks.append((p.text, sha256(_embedding_input(extracted.title, p.heading, p.text)), meta))
     return chunks
+
+
+def _caption_chunks(
+    f: SourceFile, extracted: Extracted, caption: str, first: int, chunking: ChunkingOptions
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """The chunks of an image's caption, after its OCR chunks (``first`` is the next position).
+
+    Their metadata says ``caption: true``; ``char_start`` is the offset in the caption.
+    """
+    title = extracted.title or f.title
+    chunks = []
+    for p in chunk_document(caption, size=chunking.size, overlap=chunking.overlap):
+        meta: dict[str, Any] = {
+            "title": title,
+            "source": f.path,
+            "url": f.url,
+            "position": first + p.index,
+            "heading": CAPTION_HEADING,
+            "char_start": p.char_start,
+            "mime_type": f.mime_type,
+            "caption": True,
+        }
+        digest = sha256(_embedding_input(extracted.title, CAPTION_HEADING, p.text))
+        chunks.append((p.text, digest, meta))
+    return chunks
+
+
+def _wants_caption(f: SourceFile, extension: str) -> bool:
+    """Whether ``f`` is an image this run captions (its version carries the mark)."""
+    return f.version.endswith(CAPTION_MARK) and extension.lower().lstrip(".") in IMAGE_EXTENSIONS
 
 
 async def _settle(task: asyncio.Task[Any] | None) -> None:
@@ -203,7 +252,9 @@ class SyncEngine:
         extract_workers: int = 1,
         pool_min_files: int = POOL_MIN_FILES,
         limits: ExtractionLimits = DEFAULT_LIMITS,
+        captioner: Captioner | None = None,
     ) -> None:
+        """``captioner`` (``RAG_IMAGE_CAPTIONS``) captions images; the engine does not close it."""
         self.store = store
         self.embedder = embedder
         self.chunking = chunking or ChunkingOptions()
@@ -213,6 +264,7 @@ class SyncEngine:
         self.extract_workers = max(1, extract_workers)
         self.pool_min_files = pool_min_files
         self.limits = limits
+        self.captioner = captioner
 
     async def ensure_model(self) -> None:
         """Record the embedding model or fail fast on a mismatch.
@@ -234,11 +286,16 @@ class SyncEngine:
             limits=self.limits,
             pool_min_files=self.pool_min_files,
         )
+        captions = Captions(self.store, self.captioner) if self.captioner else None
         try:
-            await self._sync(source, pipeline_id, stats, stop or asyncio.Event(), extractor)
+            await self._sync(
+                source, pipeline_id, stats, stop or asyncio.Event(), extractor, captions
+            )
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
             raise TransientError(f"database connection lost: {type(exc).__name__}: {exc}") from exc
         finally:
+            if captions is not None:
+                await captions.aclose()
             await extractor.aclose()
             stats.duration = time.monotonic() - started
         if stats.files_failed:
@@ -252,26 +309,33 @@ class SyncEngine:
         stats: RunStats,
         stop: asyncio.Event,
         extractor: Extractor,
+        captions: Captions | None,
     ) -> None:
         await self.ensure_model()
         state = await self.store.get_state(pipeline_id)
         scan = await source.scan(state.cursor if state else None)
         stored = await self.store.stored_versions(pipeline_id)
         todo = await self._to_check(pipeline_id, scan, stored, stats)
-        await self._process(source, pipeline_id, todo, stored, stats, stop, extractor)
+        await self._process(source, pipeline_id, todo, stored, stats, stop, extractor, captions)
         if stop.is_set():
             raise Interrupted("stop requested; the cursor was not advanced")
         await self._finish(source, pipeline_id, scan, stored, stats)
 
-    def _with_ocr_mark(self, f: SourceFile) -> SourceFile:
-        """``f`` with the version stored for it: a PDF's or image's says whether OCR was on.
+    def _with_marks(self, f: SourceFile) -> SourceFile:
+        """``f`` with the version stored for it: a PDF's or image's says whether OCR was on,
+        an image's whether it is captioned.
 
-        Turning OCR on (or off) so reads every stored PDF and image again once, and a scan
-        stored without OCR gets its text; unchanged text reuses its vectors.
+        Turning OCR (or captions) on or off so reads every stored PDF and image (or image)
+        again once: a scan stored without OCR gets its text, an image its caption; unchanged
+        text reuses its vectors. An image whose caption failed is stored without the caption
+        mark, so the next run tries again.
         """
+        version = f.version
         if self.limits.ocr_enabled and f.mime_type.startswith(OCR_MIME_PREFIXES):
-            return dataclasses.replace(f, version=f.version + OCR_MARK)
-        return f
+            version += OCR_MARK
+        if self.captioner is not None and f.mime_type.startswith("image/"):
+            version += CAPTION_MARK
+        return f if version == f.version else dataclasses.replace(f, version=version)
 
     async def _to_check(
         self,
@@ -291,7 +355,7 @@ class SyncEngine:
         stats.files_seen = len(scan.files)
         todo: list[SourceFile] = []
         for scanned in scan.files:
-            f = self._with_ocr_mark(scanned)
+            f = self._with_marks(scanned)
             known = stored.get(f.source_id)
             if known is None or known.version != f.version:
                 todo.append(f)
@@ -319,6 +383,7 @@ class SyncEngine:
         stats: RunStats,
         stop: asyncio.Event,
         extractor: Extractor,
+        captions: Captions | None,
     ) -> None:
         """Prepare, embed and write ``todo`` in groups; returns early once ``stop`` is set.
 
@@ -330,7 +395,7 @@ class SyncEngine:
 
         def read(group: list[SourceFile]) -> asyncio.Task[list[_Prepared]]:
             return asyncio.create_task(
-                self._prepare_group(source, pipeline_id, group, stored, stats, extractor)
+                self._prepare_group(source, pipeline_id, group, stored, stats, extractor, captions)
             )
 
         reader = read(groups[0]) if groups else None
@@ -384,36 +449,61 @@ class SyncEngine:
         stored: dict[str, StoredVersion],
         stats: RunStats,
         extractor: Extractor,
+        captions: Captions | None,
     ) -> list[_Prepared]:
-        """Fetch, hash, extract and chunk a group of files concurrently (bounded)."""
+        """Fetch, hash, extract, chunk (and caption) a group of files concurrently (bounded)."""
         sem = asyncio.Semaphore(self.fetch_concurrency)
 
         async def prepare(f: SourceFile) -> _Prepared | None:
             async with sem:
+                read = await read_one(f)
+            if read is None:
+                return None
+            prepared, data, extension = read
+            if captions is not None and _wants_caption(f, extension):
+                # Outside the fetch slots: a caption takes seconds, other files need not wait.
                 try:
-                    content = await source.fetch(f)
-                except FileSkipped as exc:
+                    caption = await captions(prepared.content_hash, data)
+                except CaptionFailed as exc:
+                    # Indexed with its OCR text; no caption mark, so the next run retries.
                     stats.add_error(f.path, str(exc))
-                    return None
-                digest = sha256(content.data)
-                known = stored.get(f.source_id)
-                if known is not None and _same_reading(known, f, digest):
-                    await self.store.update_version(
-                        pipeline_id,
-                        f.source_id,
-                        f.version,
-                        path=f.path,
-                        url=f.url,
-                        file_title=f.title,
+                    prepared.file = dataclasses.replace(
+                        f, version=f.version.removesuffix(CAPTION_MARK)
                     )
-                    stats.files_unchanged += 1
-                    return None
-                try:
-                    extracted, pieces = await extractor(content.data, content.extension)
-                except FileSkipped as exc:
-                    stats.add_error(f.path, str(exc))
-                    return None
-                return _Prepared(f, digest, extracted, _chunks(f, extracted, pieces))
+                else:
+                    prepared.pieces += _caption_chunks(
+                        f, prepared.extracted, caption, len(prepared.pieces), self.chunking
+                    )
+            return prepared
+
+        async def read_one(f: SourceFile) -> tuple[_Prepared, bytes, str] | None:
+            """The file fetched, extracted and chunked (with its bytes and extension), or
+            None when it is unchanged or failed."""
+            try:
+                content = await source.fetch(f)
+            except FileSkipped as exc:
+                stats.add_error(f.path, str(exc))
+                return None
+            digest = sha256(content.data)
+            known = stored.get(f.source_id)
+            if known is not None and _same_reading(known, f, digest):
+                await self.store.update_version(
+                    pipeline_id,
+                    f.source_id,
+                    f.version,
+                    path=f.path,
+                    url=f.url,
+                    file_title=f.title,
+                )
+                stats.files_unchanged += 1
+                return None
+            try:
+                extracted, pieces = await extractor(content.data, content.extension)
+            except FileSkipped as exc:
+                stats.add_error(f.path, str(exc))
+                return None
+            prepared = _Prepared(f, digest, extracted, _chunks(f, extracted, pieces))
+            return prepared, content.data, content.extension
 
         return [p for p in await asyncio.gather(*(prepare(f) for f in files)) if p]
 
