@@ -34,6 +34,7 @@ UID = "0b7b1f7e-6c1c-4f43-9a7e-3d1f5b0e9a11"
 SECRET_SAMPLES = {
     "DATABASE_URL": "postgresql://ragkeeper:s3cret@db.example.com:5432/ragkeeper",
     "EMBEDDING_API_KEY": "sk-sample-key-123",
+    "RAG_CAPTION_API_KEY": "sk-vision-key-456",  # pragma: allowlist secret
 }
 LOCAL = {
     "type": "local",
@@ -179,6 +180,26 @@ def test_operator_ocr_settings_reach_the_job(clean_env: pytest.MonkeyPatch, enab
     cronjob = builders.build_cronjob(datasource(LOCAL), parse_spec(LOCAL), operator_settings)
     settings = load_job_settings(clean_env, resolved_env(pod_spec(cronjob)["containers"][0]))
     assert (settings.ocr_enabled, settings.ocr_max_pixels) == (enabled, 12_000_000)
+
+
+def test_operator_caption_settings_reach_the_job(clean_env: pytest.MonkeyPatch) -> None:
+    operator_settings = OperatorSettings(
+        job_image_captions=True,
+        job_caption_base_url="http://vision.models:8000/v1",
+        job_caption_model="qwen2.5-vl",
+        job_caption_api_key_secret_name="vision",  # pragma: allowlist secret
+    )
+    cronjob = builders.build_cronjob(datasource(LOCAL), parse_spec(LOCAL), operator_settings)
+    settings = load_job_settings(clean_env, resolved_env(pod_spec(cronjob)["containers"][0]))
+    assert settings.image_captions is True
+    assert (settings.caption_base_url, settings.caption_model) == (
+        "http://vision.models:8000/v1",
+        "qwen2.5-vl",
+    )
+    assert settings.caption_api_key is not None
+    assert settings.caption_api_key.get_secret_value() == SECRET_SAMPLES["RAG_CAPTION_API_KEY"]
+    off = builders.build_cronjob(datasource(LOCAL), parse_spec(LOCAL), OperatorSettings())
+    assert "RAG_IMAGE_CAPTIONS" not in resolved_env(pod_spec(off)["containers"][0])  # default off
 
 
 def finished_pod(exit_code: int, message: str) -> dict[str, Any]:

@@ -174,6 +174,49 @@ def test_build_purge_job_has_no_owner_and_purge_env() -> None:
     assert names == {"tmp"}
 
 
+def test_captions_reach_scheduled_jobs_with_the_key_from_a_secret() -> None:
+    captions = settings(
+        job_image_captions=True,
+        job_caption_base_url="http://vision.models:8000/v1",
+        job_caption_model="qwen2.5-vl",
+        job_caption_api_key_secret_name="vision",  # pragma: allowlist secret
+        job_caption_api_key_secret_key="api-key",  # pragma: allowlist secret
+    )
+    body = datasource(local_spec())
+    cronjob = builders.build_cronjob(body, parse_spec(body["spec"]), captions)
+    kubernetes_validate.validate(cronjob, K8S_VERSION, strict=True)
+    values = env(cronjob)
+    assert values["RAG_IMAGE_CAPTIONS"] == "true"
+    assert values["RAG_CAPTION_BASE_URL"] == "http://vision.models:8000/v1"
+    assert values["RAG_CAPTION_MODEL"] == "qwen2.5-vl"
+    assert values["RAG_CAPTION_API_KEY"] == {"secretKeyRef": {"name": "vision", "key": "api-key"}}
+    # the purge Job captions nothing and references no key
+    purge = env(builders.build_purge_job(body, parse_spec(body["spec"]), captions))
+    assert not {name for name in purge if name.startswith(("RAG_IMAGE", "RAG_CAPTION"))}
+    # off (the default), or on without a key Secret (a model server with no key)
+    assert "RAG_IMAGE_CAPTIONS" not in env(
+        builders.build_cronjob(body, parse_spec(body["spec"]), settings())
+    )
+    keyless = settings(
+        job_image_captions=True, job_caption_base_url="http://v/v1", job_caption_model="m"
+    )
+    values = env(builders.build_cronjob(body, parse_spec(body["spec"]), keyless))
+    assert values["RAG_IMAGE_CAPTIONS"] == "true" and "RAG_CAPTION_API_KEY" not in values
+
+
+@pytest.mark.parametrize(
+    ("overrides", "missing"),
+    [
+        ({}, "JOB_CAPTION_BASE_URL and JOB_CAPTION_MODEL"),
+        ({"job_caption_base_url": "http://v/v1"}, "JOB_CAPTION_MODEL"),
+        ({"job_caption_model": "m", "job_caption_base_url": " "}, "JOB_CAPTION_BASE_URL"),
+    ],
+)
+def test_captions_on_without_a_model_is_refused(overrides: dict[str, Any], missing: str) -> None:
+    with pytest.raises(ValueError, match=f"JOB_IMAGE_CAPTIONS=true needs {missing}"):
+        settings(job_image_captions=True, **overrides)
+
+
 def test_names_stay_within_kubernetes_limits() -> None:
     long = "a" * 60
     assert len(builders.cronjob_name(long)) <= 52

@@ -154,8 +154,37 @@ def _env(
         {"name": "RAG_OCR_ENABLED", "value": "true" if settings.job_ocr_enabled else "false"}
     )
     env.append({"name": "RAG_OCR_MAX_PIXELS", "value": str(settings.job_ocr_max_pixels)})
+    if run_mode != "purge":
+        env.extend(_caption_env(settings))
     # An emptyDir is mounted there (B108 does not apply).
     env.append({"name": "HOME", "value": "/tmp"})  # nosec B108
+    return env
+
+
+def _caption_env(settings: OperatorSettings) -> list[dict[str, Any]]:
+    """``RAG_IMAGE_CAPTIONS`` and the vision model's ``RAG_CAPTION_*``, when captions are on.
+
+    The API key is a ``secretKeyRef`` to the Secret the admin named, in the Job's namespace.
+    """
+    if not settings.job_image_captions:
+        return []
+    env: list[dict[str, Any]] = [
+        {"name": "RAG_IMAGE_CAPTIONS", "value": "true"},
+        {"name": "RAG_CAPTION_BASE_URL", "value": settings.job_caption_base_url or ""},
+        {"name": "RAG_CAPTION_MODEL", "value": settings.job_caption_model or ""},
+    ]
+    if settings.job_caption_api_key_secret_name:
+        env.append(
+            {
+                "name": "RAG_CAPTION_API_KEY",
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": settings.job_caption_api_key_secret_name,
+                        "key": settings.job_caption_api_key_secret_key,
+                    }
+                },
+            }
+        )
     return env
 
 

@@ -130,6 +130,23 @@ class OperatorSettings(BaseSettings):
         default=40_000_000, gt=0, validation_alias=_env("JOB_OCR_MAX_PIXELS")
     )
 
+    # Captions of images from a vision model in the jobs (RAG_IMAGE_CAPTIONS, RAG_CAPTION_*;
+    # docs/ocr.md "Captions"). The API key reaches the jobs as a secretKeyRef to a Secret in
+    # each DataSource's namespace; the operator never reads it.
+    job_image_captions: bool = Field(default=False, validation_alias=_env("JOB_IMAGE_CAPTIONS"))
+    job_caption_base_url: str | None = Field(
+        default=None, validation_alias=_env("JOB_CAPTION_BASE_URL")
+    )
+    job_caption_model: str | None = Field(default=None, validation_alias=_env("JOB_CAPTION_MODEL"))
+    job_caption_api_key_secret_name: str | None = Field(
+        default=None, pattern=_DNS_LABEL, validation_alias=_env("JOB_CAPTION_API_KEY_SECRET_NAME")
+    )
+    job_caption_api_key_secret_key: str = Field(
+        default="RAG_CAPTION_API_KEY",
+        pattern=_SECRET_KEY,
+        validation_alias=_env("JOB_CAPTION_API_KEY_SECRET_KEY"),
+    )
+
     # -- the operator process ------------------------------------------------------------------
     watch_namespaces: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), validation_alias=_env("WATCH_NAMESPACES", "watch_namespaces")
@@ -196,6 +213,21 @@ class OperatorSettings(BaseSettings):
     def _delays_ordered(self) -> OperatorSettings:
         if self.retry_initial_delay_seconds > self.retry_max_delay_seconds:
             raise ValueError("RETRY_INITIAL_DELAY_SECONDS must not exceed RETRY_MAX_DELAY_SECONDS")
+        return self
+
+    @model_validator(mode="after")
+    def _captions_need_a_model(self) -> OperatorSettings:
+        if self.job_image_captions:
+            missing = [
+                name
+                for name, value in (
+                    ("JOB_CAPTION_BASE_URL", self.job_caption_base_url),
+                    ("JOB_CAPTION_MODEL", self.job_caption_model),
+                )
+                if not (value and value.strip())
+            ]
+            if missing:
+                raise ValueError(f"JOB_IMAGE_CAPTIONS=true needs {' and '.join(missing)}")
         return self
 
     @model_validator(mode="after")
