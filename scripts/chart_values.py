@@ -64,9 +64,9 @@ _CAP = {
 # because the agent reads its settings case-insensitively.
 RESERVED_AGENT_ENV = (
     "(?i)^(HOST|PORT|METRICS_PORT|SHUTDOWN_GRACE_SECONDS|.*DATABASE_URL"
-    "|EMBEDDING_(PROVIDER|BASE_URL|MODEL_CHOICE|API_KEY)|LLM_(PROVIDER|BASE_URL|CHOICE|API_KEY)"
+    "|EMBEDDING_(PROVIDER|BASE_URL|MODEL_CHOICE|API_KEY)|LLM_(PROVIDER|BASE_URL|CHOICE|API_KEY|VISION)"
     "|AUTH_.*|RATE_LIMIT_PER_MINUTE|PUBLIC_REQUESTS_PER_MINUTE|TRUSTED_PROXIES|CORS_ORIGINS|MCP_ENABLED"
-    "|MEMORY_ENABLED"
+    "|MEMORY_ENABLED|ATTACHMENTS_ENABLED|MAX_ATTACHMENT_BYTES|MAX_MESSAGE_ATTACHMENT_BYTES"
     "|WEB_.*|OTEL_.*|RERANK_.*"
     "|REDIS_.*)$"
 )
@@ -166,6 +166,10 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "agent.redis.searchTtlSeconds": {"minimum": 1},
     "agent.redis.retrySeconds": {"exclusiveMinimum": 0, "maximum": 3600},
     "agent.redis.keyPrefix": {"minLength": 1, "maxLength": 100, "pattern": "^[!-~]+$"},
+    # The agent's own limits (ragkeeper_agent.settings, MAX_*ATTACHMENT_BYTES); tests keep them
+    # equal. maxMessageBytes >= maxFileBytes is checked by the template (JSON Schema cannot).
+    "agent.attachments.maxFileBytes": {"minimum": 1024, "maximum": 104857600},
+    "agent.attachments.maxMessageBytes": {"minimum": 1024, "maximum": 209715200},
     "agent.rateLimitPerMinute": {"minimum": 1},
     "agent.authFailuresPerMinute": {"minimum": 0},
     "agent.publicRequestsPerMinute": {"minimum": 0},

@@ -7,6 +7,9 @@ settings, and a bundled database only the agent, the migration and the operator'
 * ``agent.extraEnv`` comes first in the container's env (for a repeated name Kubernetes keeps the
   last), and values.schema.json refuses every name the chart sets itself, in any case (the
   agent's settings are case-insensitive); helm's refusal is in test_schema.py.
+* ``agent.attachments.maxMessageBytes`` under ``maxFileBytes`` is refused, and the production
+  values' ingress-nginx body size lets the chat route's largest body (MAX_REQUEST_BYTES plus the
+  base64 size of one message's files) reach the agent.
 * The database's NetworkPolicy admits ingestion pods by the labels the operator puts on them,
   from the watched namespaces only (every namespace when the operator watches all).
 """
@@ -23,7 +26,7 @@ import yaml
 
 from ragkeeper_operator.builders import labels_for
 from scripts import chart_values
-from tests.chart.tools import CHART, CI_VALUES, by_kind, named, render
+from tests.chart.tools import CHART, CI_VALUES, by_kind, helm_template, named, render
 
 MINIMAL = next(path for path in CI_VALUES if path.stem == "minimal-values")
 PRODUCTION = next(path for path in CI_VALUES if path.stem == "production-values")
@@ -135,8 +138,60 @@ def test_schema_reserves_every_name_the_chart_sets_on_the_agent() -> None:
     assert reserved.match("auth_mode") and reserved.match("Database_Url")
     assert reserved.match("redis_url") and reserved.match("REDIS_ANYTHING_ELSE")
     assert "MCP_ENABLED" in names and reserved.match("mcp_enabled")
+    attachments = {"ATTACHMENTS_ENABLED", "MAX_ATTACHMENT_BYTES", "MAX_MESSAGE_ATTACHMENT_BYTES"}
+    assert attachments | {"LLM_VISION"} <= names
+    assert reserved.match("llm_vision") and reserved.match("Max_Message_Attachment_Bytes")
     for free in ("SEARXNG_URL", "BRAVE_API_KEY", "LLM_TIMEOUT_SECONDS", "MAX_PROMPT_CHARS"):
         assert not reserved.match(free), free
+
+
+@pytest.mark.parametrize(
+    ("file_bytes", "message_bytes", "accepted"),
+    [(5242880, 5242880, True), (1024, 209715200, True), (5242880, 5242879, False)],
+)
+def test_a_message_may_carry_one_file_of_the_largest_size(
+    file_bytes: int, message_bytes: int, accepted: bool
+) -> None:
+    """agent.attachments.maxMessageBytes under maxFileBytes is refused by the chart, as the
+    agent's settings refuse it (JSON Schema cannot compare two values, a template `fail` does)."""
+    proc = helm_template(
+        sets=[
+            f"agent.attachments.maxFileBytes={file_bytes}",
+            f"agent.attachments.maxMessageBytes={message_bytes}",
+        ]
+    )
+    assert (proc.returncode == 0) is accepted, proc.stderr
+    if not accepted:
+        assert (
+            f"agent.attachments.maxMessageBytes ({message_bytes}) must be at least "
+            f"agent.attachments.maxFileBytes ({file_bytes})"
+        ) in proc.stderr
+
+
+def _nginx_size(value: str) -> int:
+    """ingress-nginx's `proxy-body-size` (nginx's client_max_body_size) in bytes."""
+    match = re.fullmatch(r"([0-9]+)([kmg]?)", value.lower())
+    assert match, value
+    return int(match[1]) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match[2]]
+
+
+def test_production_ingress_lets_the_largest_chat_message_through() -> None:
+    """The chat route takes MAX_REQUEST_BYTES plus the base64 size of all files of a message;
+    ingress-nginx refuses more than its `proxy-body-size` (1m when unset) before the agent."""
+    from ragkeeper_agent.settings import Settings
+
+    objects = render(PRODUCTION)
+    ingress = named(objects, "Ingress", "-agent")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    size = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
+    env = {e["name"]: e.get("value") for e in _agent(objects)["env"]}
+    assert env["ATTACHMENTS_ENABLED"] == "true"
+    defaults = Settings.model_fields
+    assert "MAX_REQUEST_BYTES" not in env, "the agent's default applies"
+    request_bytes = defaults["max_request_bytes"].default
+    body = request_bytes + -(-int(env["MAX_MESSAGE_ATTACHMENT_BYTES"]) * 4 // 3)
+    assert body == 16078166
+    assert _nginx_size(size) >= body
 
 
 def test_extra_env_comes_before_the_charts_own(tmp_path: Path) -> None:

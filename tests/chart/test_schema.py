@@ -80,6 +80,9 @@ def test_missing_comment_is_refused() -> None:
         ("redis-maxmemory-kubernetes-unit.yaml", "maxmemory': '64Mi' does not match pattern"),
         ("redis-image-latest.yaml", "at '/redis/image': 'not' failed"),
         ("redis-no-connections.yaml", "minimum: got 0, want 1"),
+        ("attachments-file-too-large.yaml", "at '/agent/attachments/maxFileBytes': maximum"),
+        ("extra-env-llm-vision.yaml", "at '/agent/extraEnv/0/name': 'not' failed"),
+        ("extra-env-attachment-bytes.yaml", "at '/agent/extraEnv/0/name': 'not' failed"),
     ],
 )
 def test_helm_rejects_bad_values(values: str, message: str) -> None:

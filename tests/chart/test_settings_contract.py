@@ -12,7 +12,10 @@ exports to, the service name, the content switch and the headers from the Secret
 settings come out as `agent.rerank` says (none rendered while its provider is `none`). The
 REDIS_* settings come out as `agent.redis` says, with the bundled Redis' URL and password or the
 external one's from its Secret, and no Redis at all without either; the chart's defaults and
-limits for them are the agent's own. MCP_ENABLED comes out as `agent.mcp.enabled` says, MEMORY_ENABLED as `agent.memory.enabled`. Every
+limits for them are the agent's own. MCP_ENABLED comes out as `agent.mcp.enabled` says, MEMORY_ENABLED as `agent.memory.enabled`.
+ATTACHMENTS_ENABLED, MAX_ATTACHMENT_BYTES and MAX_MESSAGE_ATTACHMENT_BYTES come out as
+`agent.attachments` says and LLM_VISION as `llm.vision`, in every scenario and rendered with
+non-default values; the chart's defaults and bounds for the sizes are the agent's own. Every
 variable the chart sets on the agent is one its settings read. The operator's job policy comes
 out as `operator.jobs.policy` says.
 """
@@ -29,7 +32,7 @@ import yaml
 from fastapi import FastAPI
 
 from scripts import chart_values
-from tests.chart.tools import CHART, CI_VALUES, by_kind, named
+from tests.chart.tools import CHART, CI_VALUES, by_kind, named, render
 
 if TYPE_CHECKING:
     from ragkeeper_agent.settings import Settings
@@ -161,6 +164,68 @@ def test_agent_settings_accept_the_rendered_env(
     _assert_redis(settings, objects, scenario)
     _assert_mcp(settings, objects, scenario)
     assert settings.memory_enabled is _agent_values(scenario, "memory")["enabled"]
+    _assert_attachments(settings, _agent_values(scenario, "attachments"), _values(scenario, "llm"))
+
+
+def _assert_attachments(
+    settings: Settings, attachments: dict[str, Any], llm: dict[str, Any]
+) -> None:
+    """ATTACHMENTS_ENABLED, MAX_*ATTACHMENT_BYTES as `agent.attachments` says; LLM_VISION as `llm.vision`."""
+    assert settings.attachments_enabled is attachments["enabled"]
+    assert settings.max_attachment_bytes == attachments["maxFileBytes"]
+    assert settings.max_message_attachment_bytes == attachments["maxMessageBytes"]
+    assert settings.llm_vision is llm["vision"]
+
+
+@pytest.mark.parametrize(
+    ("attachments", "vision"),
+    [
+        ({"enabled": False, "maxFileBytes": 1024, "maxMessageBytes": 1024}, True),
+        ({"enabled": True, "maxFileBytes": 104857600, "maxMessageBytes": 209715200}, False),
+        ({"enabled": True, "maxFileBytes": 3000000, "maxMessageBytes": 7000001}, True),
+    ],
+)
+def test_attachment_and_vision_values_reach_the_agents_settings(
+    attachments: dict[str, Any], vision: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rendered with values other than the defaults, the agent container's env loads into
+    the agent's Settings with exactly those values."""
+    from ragkeeper_agent.settings import Settings
+
+    sets = [f"agent.attachments.{key}={str(value).lower()}" for key, value in attachments.items()]
+    objects = render(sets=[*sets, f"llm.vision={str(vision).lower()}"])
+    container = named(objects, "Deployment", "-agent")["spec"]["template"]["spec"]["containers"][0]
+    env = _resolved_env(objects, container)
+    assert env["LLM_VISION"] == str(vision).lower()
+    _load_env(monkeypatch, env)
+    _assert_attachments(Settings(), attachments, {"vision": vision})  # type: ignore[call-arg]
+
+
+def test_ci_scenarios_cover_attachments_on_and_off_and_vision_on_and_off() -> None:
+    seen = {
+        (_agent_values(path.stem, "attachments")["enabled"], _values(path.stem, "llm")["vision"])
+        for path in CI_VALUES
+    }
+    assert {(True, True), (True, False), (False, False)} <= seen
+
+
+def test_chart_attachment_defaults_and_limits_are_the_agents() -> None:
+    """agent.attachments and llm.vision have the agent's defaults; the sizes its bounds."""
+    from ragkeeper_agent.settings import Settings
+
+    values = yaml.safe_load(chart_values.VALUES.read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    properties = schema["properties"]["agent"]["properties"]["attachments"]["properties"]
+    fields = Settings.model_fields
+    assert values["llm"]["vision"] is fields["llm_vision"].default
+    assert values["agent"]["attachments"]["enabled"] is fields["attachments_enabled"].default
+    for key, name in [
+        ("maxFileBytes", "max_attachment_bytes"),
+        ("maxMessageBytes", "max_message_attachment_bytes"),
+    ]:
+        field = fields[name]
+        assert values["agent"]["attachments"][key] == field.default, key
+        _assert_same_bounds(field, properties[key], key)
 
 
 def _assert_mcp(settings: Settings, objects: list[dict[str, Any]], scenario: str) -> None:
@@ -224,6 +289,18 @@ _CONSTRAINTS = {
 }
 
 
+def _assert_same_bounds(field: Any, schema: dict[str, Any], key: str) -> None:
+    """The schema's bounds of a value are its pydantic field's (``ge`` is ``minimum`` ...)."""
+    bounds = {
+        keyword: getattr(meta, attr)
+        for meta in field.metadata
+        for attr, keyword in _CONSTRAINTS.items()
+        if getattr(meta, attr, None) is not None
+    }
+    schema_bounds = {k: v for k, v in schema.items() if k in _CONSTRAINTS.values()}
+    assert schema_bounds == bounds, key
+
+
 def test_chart_redis_defaults_and_limits_are_the_agents() -> None:
     """agent.redis.<camelCase> is REDIS_<SNAKE_CASE>: same default, same bounds."""
     from ragkeeper_agent.settings import Settings
@@ -239,14 +316,7 @@ def test_chart_redis_defaults_and_limits_are_the_agents() -> None:
     for name, key in tuned.items():
         field = fields[name]
         assert defaults[key] == field.default, key
-        bounds = {
-            keyword: getattr(meta, attr)
-            for meta in field.metadata
-            for attr, keyword in _CONSTRAINTS.items()
-            if getattr(meta, attr, None) is not None
-        }
-        schema_bounds = {k: v for k, v in properties[key].items() if k in _CONSTRAINTS.values()}
-        assert schema_bounds == bounds, key
+        _assert_same_bounds(field, properties[key], key)
 
 
 def _assert_rerank(settings: Settings, rerank: dict[str, Any]) -> None:

@@ -5,11 +5,14 @@ read-only root, every capability dropped, no-new-privileges and a tmpfs ``/tmp``
 ingestion image syncs examples/docs into Postgres twice; the chart's migration Job and agent
 Deployment pod templates (default values, then ci/production-values.yaml) run unchanged
 through ``podrunner`` against that database, and the agent answers a chat turn from what the
-ingestion container wrote, then stops on SIGTERM within its grace period.
+ingestion container wrote, then stops on SIGTERM within its grace period. The agent pod, with
+its command swapped for a short script, OCRs an image through the shared extractors (tesseract
+in the agent image), as it does for an image attached to a chat message.
 """
 
 from __future__ import annotations
 
+import copy
 import http.server
 import json
 import threading
@@ -101,6 +104,58 @@ def test_image_runs_as_10001_read_only_with_tmp_only(podman: PodRunner, name: st
     assert seen["no_new_privs"] == "1"
     assert seen["writes"] == dict.fromkeys(NOT_WRITABLE, "Read-only file system")
     assert seen["tmp"] == "x"
+
+
+# Renders a sentence into a PNG with Pillow (its bundled font) and reads it back through the
+# shared extractors, as the agent does with an image attached to a chat message when the LLM
+# takes no images (LLM_VISION=false): tesseract, a child process of the agent's Python.
+OCR_SENTENCE = "Hold the Kestrel dial for ten seconds to reset the thermostat."
+OCR_SCRIPT = """
+import io, json, resource, sys
+from PIL import Image, ImageDraw, ImageFont
+from ragkeeper_knowledge.extraction import extract_file
+font = ImageFont.load_default(size=32)
+image = Image.new("L", (1400, 120), 255)
+ImageDraw.Draw(image).text((40, 40), sys.argv[1], fill=0, font=font)
+png = io.BytesIO()
+image.save(png, format="PNG")
+sections = extract_file(png.getvalue(), "image/png")
+print(json.dumps({
+    "sections": [{"text": s.text, "page": s.page, "ocr": s.ocr} for s in sections],
+    "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    "tesseract_max_rss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+}))
+"""
+
+
+def test_agent_image_ocrs_an_attached_image_as_the_chart_runs_it(
+    podman: PodRunner, shared_dir: Path
+) -> None:
+    """The agent Deployment's pod (default values: read-only root, UID 10001, no capabilities,
+    its memory limit) reads the words of a PNG through ``extract_file``."""
+    rendered, objects = chart_objects("postgresql://unused@127.0.0.1:9/none", [], [])
+    pod_spec = copy.deepcopy(named(rendered, "Deployment", "-agent")["spec"]["template"]["spec"])
+    container = pod_spec["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod_spec["securityContext"]["runAsUser"] == UID
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["ATTACHMENTS_ENABLED"] == "true"
+    container["command"] = ["python", "-c", OCR_SCRIPT, OCR_SENTENCE]
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        container.pop(probe)
+    run = translate(pod_spec, Pod("agent-ocr", "ragkeeper", shared_dir / "ocr"), objects)
+    assert run.image == image("agent")
+    assert "--read-only" in run.options and "--memory" in run.options
+    done = podman.run_to_completion(run, timeout=120)
+    assert done.exit_code == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    [section] = seen["sections"]
+    assert " ".join(section["text"].split()) == OCR_SENTENCE
+    assert (section["page"], section["ocr"]) == (None, True)
+    print(
+        f"agent image OCR: python {seen['max_rss_kib'] // 1024} MiB, "
+        f"tesseract {seen['tesseract_max_rss_kib'] // 1024} MiB max RSS"
+    )
 
 
 def rag_run(podman: PodRunner, database_url: str, docs: Path, termination: Path) -> Any:

@@ -201,6 +201,27 @@ browsers and the page's CSP: https only. Each is useless without its partner (Su
 {{- end -}}
 
 {{/*
+Files attached to chat messages (agent.attachments): ATTACHMENTS_ENABLED and the two size limits.
+The limit of one message's files is at least one file's (the agent refuses to start otherwise):
+JSON Schema cannot compare two values, so the chart fails here, before a pod crash-loops.
+*/}}
+{{- define "ragkeeper.agentAttachmentsEnv" -}}
+{{- $files := .Values.agent.attachments -}}
+{{- /* int64: a large number from values.yaml is a float, which would print as 1.048576e+07. */ -}}
+{{- $file := int64 $files.maxFileBytes -}}
+{{- $message := int64 $files.maxMessageBytes -}}
+{{- if lt $message $file }}
+{{- fail (printf "agent.attachments.maxMessageBytes (%d) must be at least agent.attachments.maxFileBytes (%d): a message may carry one file of the largest size" $message $file) }}
+{{- end -}}
+- name: ATTACHMENTS_ENABLED
+  value: {{ $files.enabled | toString | quote }}
+- name: MAX_ATTACHMENT_BYTES
+  value: {{ $file | quote }}
+- name: MAX_MESSAGE_ATTACHMENT_BYTES
+  value: {{ $message | quote }}
+{{- end -}}
+
+{{/*
 OTEL_* environment of the agent (agent.tracing), rendered only when an endpoint is set so a
 default install exports nothing. The headers carry credentials: only ever a secretKeyRef.
 */}}
