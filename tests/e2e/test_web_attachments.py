@@ -152,7 +152,12 @@ async def test_a_docx_from_the_file_picker_is_answered_from_and_shown_after_a_re
     await expect(users).to_have_count(2)
     await expect(users.nth(0).locator(".message-files .file-name")).to_have_text([DOCX_NAME])
     await expect(users.nth(1).locator(".message-files")).to_have_count(0)
-    await expect(page.locator(".message.assistant .content").first).to_contain_text("AMBER-42")
+    reopened = page.locator(".message.assistant").first
+    await expect(reopened.locator(".content")).to_contain_text("AMBER-42")
+    # Its sources come back too: the file's passage, from the turn's stored instructions.
+    await expect(reopened.locator(".sources li.attachment .source-title")).to_have_text([DOCX_NAME])
+    await expect(reopened.locator(".sources li.attachment .passages")).to_contain_text("AMBER-42")
+    assert "sources" not in (await reopened.locator(".content").inner_text()).casefold()
 
 
 async def test_a_png_dropped_on_the_conversation_is_read_by_ocr(

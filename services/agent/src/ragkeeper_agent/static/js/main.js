@@ -12,7 +12,8 @@ import { Attachments, attachedList, encodeFiles } from "./attachments.js";
 import { Session, SignInError } from "./auth.js";
 import { MemoryPanel } from "./memories.js";
 import {
-  linkCitations, renderMarkdown, sourcesFromToolMessage, sourcesList, withoutSourcesSection,
+  linkCitations, renderMarkdown, sourcesFromInstructions, sourcesFromToolMessage, sourcesList,
+  withoutSourcesSection,
 } from "./render.js";
 
 const $ = (id) => document.getElementById(id);
@@ -170,7 +171,7 @@ async function openConversation(sessionId, title) {
   for (const m of messages) {
     if (m.role === "user") {
       addMessage("user", m.content, m.attachments);
-      sources = [];
+      sources = sourcesFromInstructions(m.message);
     } else if (m.role === "tool") {
       sources.push(...sourcesFromToolMessage(m.message));
     } else if (m.role === "assistant" && m.content) {

@@ -194,3 +194,28 @@ export function sourcesFromToolMessage(message) {
   }
   return found;
 }
+
+/** The header under which the agent's instructions list the conversation's attached files, as
+ * one line of JSON passages (agent.ATTACHMENTS_HEADER; each turn's stored request keeps them). */
+const ATTACHED_HEADER = "Files the user attached to this conversation, as JSON passages";
+
+/** Sources of stored turns: the attached files' passages, from the turn's stored instructions. */
+export function sourcesFromInstructions(message) {
+  const instructions = message?.instructions;
+  const at = typeof instructions === "string" ? instructions.indexOf(ATTACHED_HEADER) : -1;
+  if (at < 0) return [];
+  const start = instructions.indexOf("\n", at) + 1;
+  const end = instructions.indexOf("\n", start);
+  let listed;
+  try {
+    listed = JSON.parse(instructions.slice(start, end < 0 ? undefined : end));
+  } catch {
+    return [];
+  }
+  if (!start || !Array.isArray(listed)) return [];
+  return listed
+    .filter((p) => p && typeof p.n === "number" && isAttachment(p))
+    .map((p) => ({
+      n: p.n, title: p.title, url: null, document_id: p.document_id, content: p.content,
+    }));
+}
