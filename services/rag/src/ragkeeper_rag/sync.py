@@ -462,18 +462,7 @@ class SyncEngine:
             prepared, data, extension = read
             if captions is not None and _wants_caption(f, extension):
                 # Outside the fetch slots: a caption takes seconds, other files need not wait.
-                try:
-                    caption = await captions(prepared.content_hash, data)
-                except CaptionFailed as exc:
-                    # Indexed with its OCR text; no caption mark, so the next run retries.
-                    stats.add_error(f.path, str(exc))
-                    prepared.file = dataclasses.replace(
-                        f, version=f.version.removesuffix(CAPTION_MARK)
-                    )
-                else:
-                    prepared.pieces += _caption_chunks(
-                        f, prepared.extracted, caption, len(prepared.pieces), self.chunking
-                    )
+                await self._add_caption(prepared, data, captions, stats)
             return prepared
 
         async def read_one(f: SourceFile) -> tuple[_Prepared, bytes, str] | None:
@@ -506,6 +495,23 @@ class SyncEngine:
             return prepared, content.data, content.extension
 
         return [p for p in await asyncio.gather(*(prepare(f) for f in files)) if p]
+
+    async def _add_caption(
+        self, p: _Prepared, data: bytes, captions: Captions, stats: RunStats
+    ) -> None:
+        """The image's caption as its last chunks; on failure, reported and the mark dropped.
+
+        Without the caption mark in its stored version, an image indexed with its OCR text
+        alone is read again (and its caption asked again) by the next run.
+        """
+        f = p.file
+        try:
+            caption = await captions(p.content_hash, data)
+        except CaptionFailed as exc:
+            stats.add_error(f.path, str(exc))
+            p.file = dataclasses.replace(f, version=f.version.removesuffix(CAPTION_MARK))
+        else:
+            p.pieces += _caption_chunks(f, p.extracted, caption, len(p.pieces), self.chunking)
 
     async def _vectors(
         self, prepared: list[_Prepared], inflight: dict[str, list[float]], stats: RunStats
