@@ -45,9 +45,14 @@ async def ask(c: Any, user: str, body: dict[str, Any]) -> tuple[int, Any]:
 
 @pytest.fixture(scope="module")
 async def limited(server_factory: Callable[..., Any]) -> AsyncIterator[RunningServer]:
-    """Small limits: 4 KiB per file, 6 KiB per message, a 2 KiB body for other routes."""
+    """Small limits: 4 KiB per file, 6 KiB per message, a 2 KiB body for other routes, 3,950
+    characters of prompt."""
     async with server_factory(
-        max_attachment_bytes=4096, max_message_attachment_bytes=6144, max_request_bytes=2048
+        max_attachment_bytes=4096,
+        max_message_attachment_bytes=6144,
+        max_request_bytes=2048,
+        max_query_chars=500,
+        max_prompt_chars=3950,
     ) as srv:
         yield srv
 
@@ -115,6 +120,11 @@ async def test_limits_and_bad_files_are_refused_with_a_reason_and_keep_nothing(
         ),
         ([attached("tool.exe", b"MZ\x90\x00", "application/x-msdownload")], 422, "supported"),
         ([attached("broken.docx", b"PK\x03\x04 not a zip", DOCX_MIME)], 422, "could not be read"),
+        (
+            [attached("long.txt", b"The atrium is open. " * 200, "text/plain")],
+            413,
+            "too large to read: more than 3950 characters of text (MAX_PROMPT_CHARS)",
+        ),
     ]
     conn = await asyncpg.connect(database_url)
     try:

@@ -496,7 +496,7 @@ async def test_security_headers_on_every_response(server: RunningServer) -> None
             await c.get("/static/missing.js"),
             await c.get("/no-such-page"),
             await c.get("/api/conversations"),
-            await c.post("/api/pydantic-agent", content=b"x" * 3_000_000),
+            await c.post("/api/search", content=b"x" * 3_000_000),
             await c.post("/api/search", json={}, headers={"Authorization": "Bearer x.y.z"}),
         ]
         statuses = [r.status_code for r in responses]

@@ -223,7 +223,7 @@ async def _read(
             found = await asyncio.to_thread(extract_file, data, kind, limits)
     except LimitExceeded as exc:
         raise RequestTooLarge(
-            f"the attached file {file.file_name!r} is too large to read: {exc}"
+            f"the attached file {file.file_name!r} is too large to read: {_over(exc)}"
         ) from exc
     except ExtractionError as exc:
         raise _refused(
@@ -231,6 +231,18 @@ async def _read(
         ) from exc
     sections = tuple(Section(s.text, s.page, s.ocr) for s in found if s.text.strip())
     return dataclasses.replace(attachment, sections=sections)
+
+
+_SETTINGS = {"RAG_MAX_TEXT_CHARS_PER_FILE": "MAX_PROMPT_CHARS"}
+"""The extractors' caps that are the agent's settings (the others are constants here)."""
+
+
+def _over(exc: LimitExceeded) -> str:
+    """What went over the cap, naming the agent's setting, not the ingestion job's."""
+    if exc.what is None:
+        return str(exc)
+    setting = _SETTINGS.get(exc.setting or "")
+    return f"{exc.what} ({setting})" if setting else exc.what
 
 
 _KIND_MIME = {ext: mime for mime, ext in MIME_EXTENSIONS.items()}

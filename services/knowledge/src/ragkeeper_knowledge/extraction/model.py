@@ -134,12 +134,20 @@ DEFAULT_LIMITS = ExtractionLimits()
 
 
 class LimitExceeded(ExtractionError):
-    """A file goes over one of the per-file caps; the reason names the setting."""
+    """A file goes over one of the per-file caps; the reason names the setting.
+
+    ``what`` and ``setting`` are kept apart too (in this process only: a worker's error
+    crosses back as its message), so a caller whose caps are other settings can word it."""
+
+    what: str | None = None
+    setting: str | None = None
 
     @classmethod
     def of(cls, what: str, setting: str, cap: float) -> LimitExceeded:
         """``refused: <what> (over <setting>=<cap>)``; the one-argument form pickles as is."""
-        return cls(f"refused: {what} (over {setting}={cap})")
+        exc = cls(f"refused: {what} (over {setting}={cap})")
+        exc.what, exc.setting = what, setting
+        return exc
 
 
 def check_text_length(chars: int, limits: ExtractionLimits) -> None:
