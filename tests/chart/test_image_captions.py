@@ -58,7 +58,7 @@ def test_captions_travel_from_values_to_the_jobs_settings(
     assert all("valueFrom" not in e for e in env if e["name"].startswith("JOB_CAPTION"))
     plain = {e["name"]: e["value"] for e in env if "value" in e}
     assert plain["JOB_IMAGE_CAPTIONS"] == "true"
-    assert plain["JOB_CAPTION_API_KEY_SECRET_NAME"] == "vision-api"
+    assert plain["JOB_CAPTION_API_KEY_SECRET_NAME"] == "vision-api"  # pragma: allowlist secret
 
     load(monkeypatch, plain, ("JOB_", "RAG_", "EMBEDDING_"))
     settings = OperatorSettings()

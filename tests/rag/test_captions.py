@@ -18,8 +18,12 @@ import pytest
 from PIL import Image
 
 from ragkeeper_knowledge import KnowledgeStore, create_pool
-from ragkeeper_rag.captions import Captioner, CaptionFailed, Captions, image_mime
+from ragkeeper_knowledge.embedding import EmbeddingConfig, create_embedder
+from ragkeeper_knowledge.extraction import SUPPORTED_EXTENSIONS
+from ragkeeper_rag.captions import Captioner, CaptionFailed, CaptionRefused, Captions, image_mime
 from ragkeeper_rag.settings import RagSettings
+from ragkeeper_rag.sources.local import LocalSource
+from ragkeeper_rag.sync import SyncEngine
 from tests.rag.corpus import image_bytes
 from tests.rag.fake_vision import MODEL, FakeVision, caption_for, vision_server
 from tests.rag.test_cli import job_env, run_job
@@ -103,6 +107,10 @@ async def test_captions_make_images_searchable_and_are_asked_once_per_content(
 
         again = await job(env)
         assert (again["chunks_embedded"], again["files_unchanged"], fake.calls) == (0, 4, 2)
+
+        (folder / "whiteboard-again.png").write_bytes(whiteboard)  # bytes captioned before
+        copied = await job(env)
+        assert (copied["files_added"], copied["chunks_embedded"], fake.calls) == (1, 0, 2)
 
     # the red photo has no text: its caption is what finds it
     [hit, *_] = await search(database_url, caption_for(red), "captions/on")
@@ -253,5 +261,34 @@ def test_images_are_sent_with_the_type_of_their_content() -> None:
     assert image_mime(image_bytes([LEAVE])) == "image/png"
     assert image_mime(image_bytes([LEAVE], "JPEG")) == "image/jpeg"
     assert image_mime(image_bytes([LEAVE], "WEBP")) == "image/webp"
-    with pytest.raises(CaptionFailed, match="not a PNG, JPEG or WebP"):
+    with pytest.raises(CaptionRefused, match="not a PNG, JPEG or WebP"):
         image_mime(b"GIF89a")
+
+
+async def test_an_image_too_large_to_send_is_reported_once_and_never_sent(
+    store: KnowledgeStore, tmp_path: Path
+) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    big = image_bytes([VISITORS], width=1250)
+    (folder / "big.png").write_bytes(big)
+    source = LocalSource(folder, extensions=SUPPORTED_EXTENSIONS)
+    hashing = create_embedder(EmbeddingConfig(provider="hashing"))  # the jobs' of this module
+    async with vision_server() as (fake, base_url):
+        captioner = Captioner(base_url, MODEL, max_image_bytes=len(big) - 1)
+        try:
+            engine = SyncEngine(store, hashing, captioner=captioner)
+            stats = await engine.sync_once(source, "captions/big")
+            assert (stats.status, stats.files_added, fake.calls) == ("partial", 1, 0)
+            [error] = stats.errors
+            assert error["error"] == (
+                f"caption not asked for: image of {len(big)} bytes "
+                f"(over the {len(big) - 1} a caption request carries)"
+            )
+            again = await engine.sync_once(source, "captions/big")  # not retried: same bytes
+            assert (again.status, again.files_unchanged, fake.calls) == ("success", 1, 0)
+        finally:
+            await captioner.aclose()
+    [vector] = await hashing.embed(["visitors badge"])
+    [hit, *_] = await store.search("visitors badge", vector, k=1, pipeline_id="captions/big")
+    assert hit.metadata["source"] == "big.png" and "caption" not in hit.metadata

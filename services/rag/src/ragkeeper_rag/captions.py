@@ -47,6 +47,8 @@ CAPTION_PROMPT = (
 MAX_CAPTION_CHARS = 4000
 """A longer answer is cut here (a caption is a few sentences; a runaway answer is not)."""
 MAX_TOKENS = 300
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+"""A larger image is not sent (as base64 it would be over most APIs' request limits)."""
 CONCURRENCY = 4
 MAX_RETRIES = 2
 
@@ -60,6 +62,11 @@ class CaptionFailed(RagError):
     """No caption for one image; it is indexed without one and tried again at the next run."""
 
 
+class CaptionRefused(CaptionFailed):
+    """The image cannot be captioned as it is (too large, not an image): not asked again
+    until it changes."""
+
+
 def image_mime(data: bytes) -> str:
     """The MIME type of a PNG, JPEG or WebP image, by its content (its name may lie)."""
     for signature, mime in _SIGNATURES:
@@ -67,7 +74,7 @@ def image_mime(data: bytes) -> str:
             return mime
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
-    raise CaptionFailed("caption not asked for: not a PNG, JPEG or WebP image")
+    raise CaptionRefused("caption not asked for: not a PNG, JPEG or WebP image")
 
 
 def _answer_text(body: Any) -> str:
@@ -92,6 +99,7 @@ class Captioner:
         api_key: str | None = None,
         timeout_seconds: float = 60.0,
         concurrency: int = CONCURRENCY,
+        max_image_bytes: int = MAX_IMAGE_BYTES,
         max_retries: int = MAX_RETRIES,
         backoff_initial_seconds: float = 1.0,
         backoff_max_seconds: float = 10.0,
@@ -100,6 +108,7 @@ class Captioner:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.model = model
+        self.max_image_bytes = max_image_bytes
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._api_key = api_key or None
         self._timeout = httpx.Timeout(timeout_seconds)
@@ -122,7 +131,13 @@ class Captioner:
         return f"Captioner(url={self._url!r}, model={self.model!r}, api_key={key})"
 
     async def caption(self, data: bytes) -> str:
-        """What the model says the image shows; :class:`CaptionFailed` when it says nothing."""
+        """What the model says the image shows; :class:`CaptionFailed` when it says nothing,
+        :class:`CaptionRefused` for an image it is never sent."""
+        if len(data) > self.max_image_bytes:
+            raise CaptionRefused(
+                f"caption not asked for: image of {len(data)} bytes "
+                f"(over the {self.max_image_bytes} a caption request carries)"
+            )
         uri = f"data:{image_mime(data)};base64,{base64.b64encode(data).decode('ascii')}"
         payload = {
             "model": self.model,

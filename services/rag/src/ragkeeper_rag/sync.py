@@ -54,7 +54,7 @@ from ragkeeper_knowledge.extraction import (
     ExtractionLimits,
 )
 
-from .captions import Captioner, CaptionFailed, Captions
+from .captions import Captioner, CaptionFailed, CaptionRefused, Captions
 from .chunking import ChunkPiece, chunk_document
 from .errors import Interrupted, TransientError
 from .sources.base import ScanResult, Source, SourceFile
@@ -502,11 +502,14 @@ class SyncEngine:
         """The image's caption as its last chunks; on failure, reported and the mark dropped.
 
         Without the caption mark in its stored version, an image indexed with its OCR text
-        alone is read again (and its caption asked again) by the next run.
+        alone is read again (and its caption asked again) by the next run. An image that is
+        never sent (too large) keeps the mark: reported once, not again until it changes.
         """
         f = p.file
         try:
             caption = await captions(p.content_hash, data)
+        except CaptionRefused as exc:  # keeps the mark: not asked again until the image changes
+            stats.add_error(f.path, str(exc))
         except CaptionFailed as exc:
             stats.add_error(f.path, str(exc))
             p.file = dataclasses.replace(f, version=f.version.removesuffix(CAPTION_MARK))
