@@ -22,7 +22,11 @@ near 1.0 when memory does not grow with the number of files.
 
 ``--agent`` instead loads a small corpus with the job, starts the agent (``python -m
 ragkeeper_agent``, offline embedder, offline extractive model, auth off) and sends chat turns and
-searches at concurrency 1 and 16, long queries included; it prints the server's peak RSS against
+searches at concurrency 1 and 16, long queries included, then chat turns with attached files at
+the largest the defaults allow, two turns at a time (the agent reads one file at a time): a 4.6 MiB
+text-heavy DOCX (refused after reading: its text is over MAX_PROMPT_CHARS), an A4 page scanned
+at 300 dpi as a PNG and as a PDF, and a 4,470 x 4,470 PNG (20 MP, the agent's OCR pixel cap), all
+OCR'd by tesseract, whose processes count in the tree. It prints the server's peak RSS against
 the chart's agent limit (1Gi). The operator's peak is ``bench/operator.py``'s.
 
 Every run has a timeout (``--timeout``) after which the process tree is killed; the benchmark
@@ -33,7 +37,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import io
 import json
 import os
 import platform
@@ -229,7 +235,65 @@ async def _drive_agent(base: str, turns: int) -> dict[str, float]:
                 started = time.perf_counter()
                 await asyncio.gather(*(worker() for _ in range(concurrency)))
                 timings[f"{name} x{concurrency}"] = turns / (time.perf_counter() - started)
+        started = time.perf_counter()
+        statuses = await _attach(client, attachment_files())
+        timings["attach x2"] = len(statuses) / (time.perf_counter() - started)
+        print(f"  attachments: statuses {sorted(statuses)}", flush=True)
     return timings
+
+
+def attachment_files() -> list[tuple[str, bytes, str]]:
+    """The largest attachments the defaults take, as (name, bytes, MIME type)."""
+    import random
+    import string
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    from tests.rag.corpus import docx_bytes, render
+
+    rng = random.Random(7)
+
+    def paragraph() -> str:
+        words = (
+            "".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 9))) for _ in range(60)
+        )
+        return " ".join(words)
+
+    docx = docx_bytes("Report", [paragraph() for _ in range(17_000)])
+    page = render([paragraph() for _ in range(22)], width=2480, size=40)
+    png, pdf, big = io.BytesIO(), io.BytesIO(), io.BytesIO()
+    page.save(png, format="PNG")
+    page.convert("RGB").save(pdf, format="PDF", resolution=300.0)
+    poster = Image.new("L", (4470, 4470), 255)
+    draw, font = ImageDraw.Draw(poster), ImageFont.load_default(size=48)
+    for y in range(100, 4400, 120):
+        draw.text((100, y), paragraph()[:200], fill=0, font=font)
+    poster.save(big, format="PNG")
+    docx_mime = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    return [
+        ("report.docx", docx, docx_mime),
+        ("scan.png", png.getvalue(), "image/png"),
+        ("scan.pdf", pdf.getvalue(), "application/pdf"),
+        ("poster.png", big.getvalue(), "image/png"),
+    ]
+
+
+async def _attach(client: httpx.AsyncClient, files: list[tuple[str, bytes, str]]) -> list[int]:
+    """Each file in a chat turn of its own, two turns at a time, twice over; the statuses."""
+    statuses: list[int] = []
+    queue = iter(files * 2)
+
+    async def worker() -> None:
+        for name, data, mime in queue:
+            item = {"fileName": name, "content": base64.b64encode(data).decode(), "mimeType": mime}
+            body = {"query": "What does the attached file say?", "files": [item]}
+            async with client.stream("POST", "/api/pydantic-agent", json=body) as r:
+                statuses.append(r.status_code)
+                async for _ in r.aiter_lines():
+                    pass
+
+    await asyncio.gather(worker(), worker())
+    return statuses
 
 
 async def measure_agent(pg: PostgresHandle, work: Path, turns: int, timeout: float) -> None:

@@ -8,12 +8,14 @@ the offline extractive one, or a ``FunctionModel`` that records what it is sent.
 from __future__ import annotations
 
 import base64
+import io
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
 import pytest
+from PIL import Image
 from pydantic_ai.messages import BinaryContent, ModelMessage, ModelRequest, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
@@ -105,6 +107,19 @@ async def test_offline_an_image_is_read_by_ocr(server: RunningServer) -> None:
     assert status == 200, done
     assert "two in the morning" in done["text"]
     assert [s["title"] for s in done["sources"] if s["url"] is None][:1] == ["whiteboard.png"]
+
+
+async def test_an_image_over_the_ocr_pixel_cap_is_refused(server: RunningServer) -> None:
+    out = io.BytesIO()
+    Image.new("L", (5000, 4100), 255).save(out, format="PNG")  # 20.5 MP, a few KiB
+    async with server.client() as c:
+        code, body = await ask(
+            c,
+            "ivy",
+            {"query": "Read it", "files": [attached("wall.png", out.getvalue(), "image/png")]},
+        )
+    assert code == 413, body
+    assert "'wall.png' is too large to read: image of 5000x4100 pixels" in body["detail"]
 
 
 async def test_limits_and_bad_files_are_refused_with_a_reason_and_keep_nothing(

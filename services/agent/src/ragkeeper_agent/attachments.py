@@ -29,6 +29,7 @@ import asyncio
 import dataclasses
 import hashlib
 import secrets
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,16 +52,33 @@ from .errors import RequestTooLarge
 from .schemas import AttachmentOut, FileAttachment
 from .settings import Settings
 
-EXTRACT_CONCURRENCY = 2
-"""Files extracted at once per replica: extraction is CPU work in threads (and tesseract)."""
+EXTRACT_CONCURRENCY = 1
+"""Files extracted at once per replica. Extraction is CPU work (a thread, and tesseract for
+images), and the chart gives the agent one CPU, so a second file at once would not finish
+sooner; one at a time, an OCR'd image adds at most about 200 MiB to the agent's memory
+(``bench/memory.py --agent``)."""
 EXTRACT_TIMEOUT_SECONDS = 60.0
 """One file's OCR (tesseract's own timeout); a longer one is refused as too large to read."""
 MAX_PAGES = 500
 """Pages of an attached PDF; past it the file is refused as too large to read."""
+OCR_MAX_PIXELS = 20_000_000
+"""Pixels of an attached image (or an image on a scanned page) that is OCR'd: a 12 MP phone
+photo and an A4 page at 300 dpi (8.7 MP) fit; larger is refused as too large to read."""
 ATTACHMENT_PREFIX = "attachment:"
 """The ``document_id`` of an attachment's passages: ``attachment:<id>``."""
 
-_slots = asyncio.Semaphore(EXTRACT_CONCURRENCY)
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _slot() -> asyncio.Semaphore:
+    """This event loop's bound on files extracted at once (one loop per server)."""
+    loop = asyncio.get_running_loop()
+    slot = _slots.get(loop)
+    if slot is None:
+        slot = _slots[loop] = asyncio.Semaphore(EXTRACT_CONCURRENCY)
+    return slot
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +187,7 @@ def extraction_limits(settings: Settings) -> ExtractionLimits:
         max_text_chars=settings.max_prompt_chars,
         max_pages=MAX_PAGES,
         file_timeout_seconds=EXTRACT_TIMEOUT_SECONDS,
+        ocr_max_pixels=OCR_MAX_PIXELS,
     )
 
 
@@ -219,7 +238,7 @@ async def _read(
     if vision and kind in IMAGE_EXTENSIONS:
         return dataclasses.replace(attachment, image=data)
     try:
-        async with _slots:
+        async with _slot():
             found = await asyncio.to_thread(extract_file, data, kind, limits)
     except LimitExceeded as exc:
         raise RequestTooLarge(
