@@ -26,6 +26,7 @@ from ragkeeper_knowledge.extraction import (
     extract_file,
     ocr,
 )
+from tests.agent.conftest import auth, serve, settings_for
 from tests.rag.corpus import image_bytes, pdf_bytes, scanned_pdf_bytes
 from tests.rag.drive_fake import DriveFake
 from tests.rag.test_cli import job_env, run_job
@@ -161,6 +162,22 @@ async def test_the_job_ingests_images_and_scanned_pdfs_and_search_cites_them(
     assert hit.metadata["source"] == "whiteboard.png"
     assert hit.metadata["ocr"] is True and "page" not in hit.metadata
     assert hit.metadata["mime_type"] == "image/png"
+
+    # The agent's /api/search finds both, cited by their file.
+    agent = settings_for(database_url, embedding=EmbeddingConfig(provider="hashing"))
+    async with serve(agent) as running, running.client() as client:
+        for query, source in (
+            ("nightly snapshots backup policy", "scan.pdf"),
+            ("visitors badge front desk", "whiteboard.png"),
+        ):
+            r = await client.post(
+                "/api/search",
+                json={"query": query, "k": 1, "pipeline_id": "ocr/job"},
+                headers=auth("ocr-reader"),
+            )
+            assert r.status_code == 200, r.text
+            [found] = r.json()
+            assert found["document_id"] == f"ocr/job:{source}", found
 
     code, again, stderr = run_job(env)
     assert code == 0, stderr
