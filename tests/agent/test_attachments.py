@@ -87,6 +87,13 @@ async def test_a_docx_answers_with_its_own_citation_and_stays_for_follow_ups(
         # Reloading the conversation shows which question carried the file.
         r = await c.get(f"/api/conversations/{session}/messages", headers=auth("ada"))
         users = [m for m in r.json() if m["role"] == "user"]
+        # The file's text is stored once per turn (with its question), not per model request.
+        r = await c.get(
+            f"/api/conversations/{session}/messages?include_tools=true", headers=auth("ada")
+        )
+        stored = [json.dumps(m["message"]) for m in r.json()]
+        assert len(stored) > 4  # each turn: question, search call, passages, answer
+        assert sum("AMBER-42" in m and "instructions" in m for m in stored) == 2
         assert [len(m["attachments"]) for m in users] == [1, 0]
         assert users[0]["attachments"][0] == listed
 

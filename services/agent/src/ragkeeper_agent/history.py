@@ -12,6 +12,7 @@ one user can never see another's conversation (not even its existence).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import secrets
@@ -88,6 +89,24 @@ def _projection(message: ModelMessage) -> tuple[str, str]:
     if any(isinstance(p, ToolReturnPart) for p in message.parts):
         return "tool", ""
     return "system", ""
+
+
+def _instructions_once(messages: Sequence[ModelMessage]) -> list[ModelMessage]:
+    """The turn's messages with the run's instructions kept on its first request only.
+
+    Pydantic AI records the instructions on every request of a run (each tool round trip), and
+    they hold the conversation's attached files; a replayed history's instructions are not sent
+    again (each run sends its own), so the copies would only cost storage and reading.
+    """
+    kept: list[ModelMessage] = []
+    seen = False
+    for message in messages:
+        if isinstance(message, ModelRequest) and message.instructions is not None:
+            if seen:
+                message = dataclasses.replace(message, instructions=None)
+            seen = True
+        kept.append(message)
+    return kept
 
 
 class ConversationStore:
@@ -181,6 +200,7 @@ class ConversationStore:
         messages are inserted only if it returned a row, in the turn's order; the
         ``attachments`` are kept with the turn's first user message.
         """
+        new_messages = _instructions_once(new_messages)
         projections = [_projection(message) for message in new_messages]
         saved = await self._pool.fetchval(
             _SAVE_TURN,
