@@ -170,6 +170,17 @@ async def test_limits_and_bad_files_are_refused_with_a_reason_and_keep_nothing(
                 "/api/search", json={"query": "x", "pad": "p" * 3000}, headers=auth("dee")
             )
             assert r.status_code == 413
+            # Every file is counted by format and outcome.
+            exposed = (await c.get("/metrics")).text
+        for labels in (
+            'format="txt",outcome="too_large"',
+            'format="other",outcome="unsupported"',
+            'format="docx",outcome="unreadable"',
+            'format="txt",outcome="read"',
+        ):
+            line = next(x for x in exposed.splitlines() if f"attachments_total{{{labels}}}" in x)
+            assert float(line.rsplit(" ", 1)[1]) >= 1, line
+        assert 'ragkeeper_agent_attachment_read_seconds_count{format="txt"}' in exposed
         after = await conn.fetchval("SELECT count(*) FROM conversations WHERE user_id = 'dee'")
         assert after == before + 1
         stored = await conn.fetch(

@@ -29,6 +29,7 @@ import asyncio
 import dataclasses
 import hashlib
 import secrets
+import time
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from ragkeeper_knowledge.extraction import (
 
 from .agent import Passage
 from .errors import RequestTooLarge
+from .metrics import ATTACHMENT_READ_DURATION, ATTACHMENTS
 from .schemas import AttachmentOut, FileAttachment
 from .settings import Settings
 
@@ -195,11 +197,17 @@ async def read_attachments(files: Sequence[FileAttachment], settings: Settings) 
     """Check and read a message's files (see the module's docstring for every refusal)."""
     if not settings.attachments_enabled:
         raise _refused(0, "attachments_disabled", "attachments are off (ATTACHMENTS_ENABLED)")
-    contents = check_sizes(files, settings)
+    try:
+        contents = check_sizes(files, settings)
+    except RequestTooLarge:
+        for f in files:
+            ATTACHMENTS.labels(file_kind(f) or "other", "too_large").inc()
+        raise
     kinds: list[str] = []
     for index, f in enumerate(files):
         kind = file_kind(f)
         if kind is None:
+            ATTACHMENTS.labels("other", "unsupported").inc()
             supported = ", ".join(sorted(SUPPORTED_EXTENSIONS))
             raise _refused(
                 index,
@@ -236,11 +244,16 @@ async def _read(
         sha256=hashlib.sha256(data).hexdigest(),
     )
     if vision and kind in IMAGE_EXTENSIONS:
+        ATTACHMENTS.labels(kind, "image").inc()
         return dataclasses.replace(attachment, image=data)
+    started = time.perf_counter()
+    outcome = "unreadable"
     try:
         async with _slot():
             found = await asyncio.to_thread(extract_file, data, kind, limits)
+        outcome = "read"
     except LimitExceeded as exc:
+        outcome = "too_large"
         raise RequestTooLarge(
             f"the attached file {file.file_name!r} is too large to read: {_over(exc)}"
         ) from exc
@@ -248,6 +261,9 @@ async def _read(
         raise _refused(
             index, "attachment_unreadable", f"{file.file_name!r} could not be read: {exc}"
         ) from exc
+    finally:
+        ATTACHMENTS.labels(kind, outcome).inc()
+        ATTACHMENT_READ_DURATION.labels(kind).observe(time.perf_counter() - started)
     sections = tuple(Section(s.text, s.page, s.ocr) for s in found if s.text.strip())
     return dataclasses.replace(attachment, sections=sections)
 

@@ -73,6 +73,21 @@ MCP_TOOL_CALLS = Counter(
     ["tool", "outcome"],
     registry=REGISTRY,
 )
+ATTACHMENTS = Counter(
+    "ragkeeper_agent_attachments_total",
+    "Files attached to chat messages, by format (the extension read, or other) and outcome "
+    "(read; image: sent to a vision model as it is; too_large: over a size or extraction cap, "
+    "413; unsupported, unreadable: 422).",
+    ["format", "outcome"],
+    registry=REGISTRY,
+)
+ATTACHMENT_READ_DURATION = Histogram(
+    "ragkeeper_agent_attachment_read_seconds",
+    "Time to read one attached file (extraction, OCR for images), waiting for a slot included.",
+    ["format"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
 TOKENS = Counter(
     "ragkeeper_agent_tokens_total",
     "Model tokens, by model and direction (input, output).",
