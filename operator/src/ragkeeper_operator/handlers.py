@@ -13,6 +13,7 @@ a way that would stop the operator.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from datetime import timedelta
@@ -39,6 +40,72 @@ OWNED_PODS: dict[str, Any] = {
     builders.DATASOURCE_LABEL: kopf.PRESENT,
 }
 SYNC_FIELD = ("metadata", "annotations", builders.SYNC_REQUEST_ANNOTATION)
+DIFFBASE_KEY = "last-handled-configuration"
+
+
+class StatusDiffBase(kopf.StatusDiffBaseStorage):
+    """kopf's diff-base in ``status.kopf.last-handled-configuration``, written in kopf's status
+    patch at the end of the handler (the one that also carries the DataSource's status).
+
+    kopf writes a status diff-base as a merge patch and the handler's status as a JSON Patch
+    (a ``test`` of the resourceVersion first): two calls. Stored as a transformation instead,
+    both go in that one JSON Patch. A DataSource last handled by an operator that kept the
+    diff-base in the annotation ``operator.ragkeeper.dev/last-handled-configuration`` is read
+    from there until its next change writes the status one: an unchanged DataSource stays
+    unchanged (no write) after the upgrade.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(name="kopf")
+        self._annotation = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX, key=DIFFBASE_KEY)
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return super().fetch(body=body) or self._annotation.fetch(body=body)
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        encoded = json.dumps(essence, separators=(",", ":"))
+        *parents, key = self.field
+
+        def put(raw: Any) -> None:
+            node = raw
+            for name in parents:
+                if not isinstance(node.get(name), dict):
+                    node[name] = {}
+                node = node[name]
+            node[key] = encoded
+
+        patch.fns.append(put)
+
+
+class Progress(kopf.AnnotationsProgressStorage):
+    """kopf's per-handler records, annotations under ``PREFIX`` while a handler retries.
+
+    kopf adds its marker annotation (``<prefix>/kopf-managed``, which tells other kopf-based
+    operators to ignore the prefix) with the first record it stores, even when that record is
+    purged in the same cycle because the handler succeeded at once: the marker alone would
+    cost a patch of the DataSource. It is dropped then, and kept with any record that stays.
+    """
+
+    MARKER = f"{PREFIX}/kopf-managed"
+
+    def purge(self, *, key: kopf.HandlerId, body: kopf.Body, patch: kopf.Patch) -> None:
+        super().purge(key=key, body=body, patch=patch)
+        metadata = patch.get("metadata")
+        if not isinstance(metadata, dict):
+            return
+        annotations = metadata.get("annotations")
+        if not isinstance(annotations, dict) or self.MARKER not in annotations:
+            return
+        if any(
+            name != self.MARKER and name.startswith(f"{PREFIX}/") and value is not None
+            for name, value in annotations.items()
+        ):
+            return
+        del annotations[self.MARKER]
+        if not annotations:
+            del metadata["annotations"]
+        if not metadata:
+            del patch["metadata"]
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -53,10 +120,8 @@ def configure_kopf(settings: OperatorSettings) -> kopf.OperatorSettings:
     """kopf settings: annotation prefix, finalizer, events, watch timeouts, scanning by mode."""
     config = kopf.OperatorSettings()
     config.persistence.finalizer = FINALIZER
-    config.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-    config.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=PREFIX, key="last-handled-configuration"
-    )
+    config.persistence.progress_storage = Progress(prefix=PREFIX)
+    config.persistence.diffbase_storage = StatusDiffBase()
     config.posting.reporting_component = builders.MANAGED_BY
     config.posting.event_name_prefix = "ragkeeper-"
     config.posting.level = logging.INFO
@@ -122,13 +187,19 @@ async def disconnect(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.resume(*DS)
 @kopf.on.create(*DS)
 @kopf.on.update(*DS, field="spec")
-async def reconcile_datasource(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
-    """Converge the DataSource's CronJob; record Ready and retry what can heal."""
+async def reconcile_datasource(
+    body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, **_: Any
+) -> None:
+    """Converge the DataSource's CronJob; record Ready and retry what can heal.
+
+    ``Ready=True`` goes into kopf's ``patch``: kopf applies it with its diff-base in one
+    status patch after this handler.
+    """
     runtime = _runtime(memo)
     metrics = runtime.metrics
     with metrics.reconciling():
         try:
-            spec = await reconcile.converge(runtime, body)
+            spec = await reconcile.converge(runtime, body, patch)
         except InvalidSpec as exc:
             metrics.reconciliations.labels(result="invalid").inc()
             raise kopf.PermanentError(f"{exc.reason}: {exc.message}") from exc

@@ -8,9 +8,12 @@ status is written. Handlers in ``handlers.py`` only call these and translate
 the outcome into kopf's retry semantics.
 
 Status is written by more than one handler (reconciliation, Pod and CronJob
-events), so every write happens under a per-DataSource lock on a freshly read
-object, and only when something changed. Events are posted for condition
-transitions; metrics are derived from the status that was written.
+events), always computed against the DataSource as the watch delivered it and only
+when something changed: under a per-DataSource lock with that body's resourceVersion
+as a precondition, or (``Ready=True`` after a converge) left in kopf's patch of the
+handler, which kopf applies with its own state in one JSON Patch that tests the same
+resourceVersion. Events are posted for condition transitions; metrics are derived
+from the status that was written.
 """
 
 from __future__ import annotations
@@ -116,9 +119,37 @@ class StatusWriter:
                 return None
             # Under the lock, so the gauges follow the writes in the order they were made.
             self._observe(namespace, name, change.after)
+        self._announce(change)
+        return change
+
+    def defer(
+        self, namespace: str, name: str, fn: StatusFn, seen: Mapping[str, Any], patch: kopf.Patch
+    ) -> StatusChange | None:
+        """Like ``update``, but the write goes into kopf's ``patch`` of the running handler.
+
+        kopf applies it after the handler, with its own state, in one JSON Patch of the status
+        that tests the resourceVersion of ``seen`` first. Should someone have written in
+        between, kopf gets a 422 and applies it again to the next body the watch delivers:
+        ``fn`` runs on that body's status, so that other write is kept.
+        """
+        before, after, changed = _apply(fn, seen)
+        if not changed:
+            return None
+
+        def write(raw: Any) -> None:
+            raw["status"] = fn(dict(raw.get("status") or {}), raw)
+
+        patch.fns.append(write)
+        change = StatusChange(body=seen, before=before, after=after)
+        self._observe(namespace, name, change.after)
+        self._announce(change)
+        return change
+
+    @staticmethod
+    def _announce(change: StatusChange) -> None:
+        """One Event per condition transition."""
         for transition in status.transitions(change.before, change.after):
             post_event(change.body, transition.event_type, transition.reason, transition.message)
-        return change
 
     async def _write(
         self, namespace: str, name: str, fn: StatusFn, seen: Mapping[str, Any] | None
@@ -402,9 +433,16 @@ async def repair_drift(rt: Runtime, namespace: str, cronjob: Mapping[str, Any]) 
 
 
 async def report_ready(
-    rt: Runtime, body: Mapping[str, Any], *, ready: bool, reason: str, message: str
+    rt: Runtime,
+    body: Mapping[str, Any],
+    *,
+    ready: bool,
+    reason: str,
+    message: str,
+    patch: kopf.Patch | None = None,
 ) -> StatusChange | None:
-    """Write the ``Ready`` condition (and observedGeneration, cronJobName)."""
+    """Write the ``Ready`` condition (and observedGeneration, cronJobName); with ``patch``
+    (kopf's, of the running handler) kopf writes it after the handler."""
     metadata = body.get("metadata") or {}
     namespace, name = str(metadata["namespace"]), str(metadata["name"])
     generation = _generation(body)
@@ -421,7 +459,10 @@ async def report_ready(
             now=now,
         )
 
-    change = await rt.status.update(namespace, name, fn, seen=body)
+    if patch is not None:
+        change = rt.status.defer(namespace, name, fn, body, patch)
+    else:
+        change = await rt.status.update(namespace, name, fn, seen=body)
     if change is None:
         rt.metrics.set_ready(namespace, name, ready)
     return change
@@ -444,11 +485,15 @@ async def suspend_refused(rt: Runtime, body: Mapping[str, Any], exc: OperatorErr
     post_event(body, "Warning", "CronJobSuspended", message)
 
 
-async def converge(rt: Runtime, body: Mapping[str, Any]) -> DataSourceSpec:
+async def converge(
+    rt: Runtime, body: Mapping[str, Any], patch: kopf.Patch | None = None
+) -> DataSourceSpec:
     """Bring one DataSource's CronJob and Ready condition in line with its spec.
 
     Raises ``InvalidSpec`` / ``DependencyMissing`` after recording them as
-    ``Ready=False``; API errors propagate untouched for the caller to retry.
+    ``Ready=False``; API errors propagate untouched for the caller to retry. With ``patch``
+    (the kopf handler's), ``Ready=True`` is left in it for kopf to write with its own state;
+    ``Ready=False`` is written at once, before kopf's retry bookkeeping.
     """
     metadata = body.get("metadata") or {}
     namespace, name = str(metadata["namespace"]), str(metadata["name"])
@@ -472,6 +517,7 @@ async def converge(rt: Runtime, body: Mapping[str, Any]) -> DataSourceSpec:
         ready=True,
         reason="Suspended" if spec.suspend else "CronJobReady",
         message=f"CronJob {cronjob} runs on schedule {spec.schedule!r}{suffix}",
+        patch=patch,
     )
     # One Event per converge: the Ready transition's (a new DataSource's CronJobReady says
     # its CronJob runs) or, when Ready did not change, what was done to the CronJob.
