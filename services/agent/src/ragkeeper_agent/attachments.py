@@ -45,6 +45,7 @@ from ragkeeper_knowledge.extraction import (
     ExtractionError,
     ExtractionLimits,
     LimitExceeded,
+    Section,
     extract_file,
 )
 
@@ -84,18 +85,6 @@ def _slot() -> asyncio.Semaphore:
 
 
 @dataclass(frozen=True, slots=True)
-class Section:
-    """Text of one page of a PDF or image (``page``), or of a whole document (None)."""
-
-    text: str
-    page: int | None = None
-    ocr: bool = False
-
-    def as_json(self) -> dict[str, Any]:
-        return {"text": self.text, "page": self.page, "ocr": self.ocr}
-
-
-@dataclass(frozen=True, slots=True)
 class Attachment:
     """One attached file: what is kept with the conversation and what the model gets."""
 
@@ -123,7 +112,8 @@ class Attachment:
         return {**self.summary(), "sha256": self.sha256, "sections": self.sections_json()}
 
     def sections_json(self) -> list[dict[str, Any]]:
-        return [s.as_json() for s in self.sections]
+        """``{text, page, ocr}`` per section, as the ``sections`` column holds them."""
+        return [dataclasses.asdict(s) for s in self.sections]
 
     def image_part(self) -> BinaryContent | None:
         return (
@@ -264,7 +254,7 @@ async def _read(
     finally:
         ATTACHMENTS.labels(kind, outcome).inc()
         ATTACHMENT_READ_DURATION.labels(kind).observe(time.perf_counter() - started)
-    sections = tuple(Section(s.text, s.page, s.ocr) for s in found if s.text.strip())
+    sections = tuple(s for s in found if s.text.strip())
     return dataclasses.replace(attachment, sections=sections)
 
 
